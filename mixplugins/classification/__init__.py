@@ -6,12 +6,13 @@ from .base import ModelBoundAugment
 from .classifier import MixImageClassifier
 from .hooks import DataloaderSwitchHook, PiecewiseLinearLRHook
 from .recursivemix import RecursiveMix, RecursiveMixHistory
+from .rlmix import RLMix
 from .rmix import RMix
 from .schedulers import OneCycleMomentum, SafeOneCycleLR
 from .transforms import LerpColorJitter, PCALighting
 
 __all__ = [
-    'ModelBoundAugment', 'MixImageClassifier', 'RMix', 'RecursiveMix',
+    'ModelBoundAugment', 'MixImageClassifier', 'RMix', 'RLMix', 'RecursiveMix',
     'RecursiveMixHistory', 'DataloaderSwitchHook', 'PiecewiseLinearLRHook',
     'OneCycleMomentum', 'SafeOneCycleLR', 'LerpColorJitter', 'PCALighting'
 ] + _backbones

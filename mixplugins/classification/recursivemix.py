@@ -99,15 +99,21 @@ class RecursiveMixHistory(nn.Module):
         index = torch.arange(batch_size, device=self.inputs.device) % n
         return self.inputs[index], self.targets[index], self.logits[index]
 
-    def get_extra_state(self) -> Dict[str, Any]:
+    def get_extra_state(self) -> Any:
+        # mmengine broadcasts every state_dict entry from rank 0 when it
+        # initialises a distributed model, so an empty history must still be
+        # a tensor.
+        if self.inputs is None:
+            return torch.zeros(0)
         return dict(
             epoch=self.epoch,
             inputs=self.inputs,
             targets=self.targets,
             logits=self.logits)
 
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
-        if not state:
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            self.clear()
             return
         self.epoch = state.get('epoch')
         self.inputs, self.targets, self.logits = (

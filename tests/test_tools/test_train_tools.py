@@ -122,17 +122,30 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_dist_train_two_cpu_processes(tmp_path, data_root):
-    """torchrun + gloo on CPU, with SyncBN in the config."""
+@pytest.mark.parametrize('augment', [None, 'RMix', 'RecursiveMix'])
+def test_dist_train_two_cpu_processes(tmp_path, data_root, augment):
+    """torchrun + gloo on CPU, with SyncBN in the config; plain, and with
+    each mixplugins method (per-rank history, saliency pass under DDP)."""
     work_dir = tmp_path / 'work'
     env = dict(
         os.environ,
         PYTHON=sys.executable,
         PORT=str(_free_port()),
         OMP_NUM_THREADS='1')
+    config = CONFIG
+    if augment is not None:
+        config = str(tmp_path / f'tiny_{augment}.py')
+        with open(config, 'w') as f:
+            f.write(f"""_base_ = [{CONFIG!r}]
+custom_imports = dict(imports=['mixplugins'], allow_failed_imports=False)
+model = dict(
+    type='MixImageClassifier',
+    head=dict(loss=dict(use_soft=True)),
+    train_cfg=dict(augments=[dict(type={augment!r})]))
+""")
     cmd = [
         'bash',
-        osp.join(REPO, 'tools', 'dist_train.sh'), CONFIG, '2', '--work-dir',
+        osp.join(REPO, 'tools', 'dist_train.sh'), config, '2', '--work-dir',
         str(work_dir), '--cfg-options'
     ] + _data_options(data_root) + ['model.backbone.norm_cfg.type=SyncBN']
     proc = subprocess.run(
