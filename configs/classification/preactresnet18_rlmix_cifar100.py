@@ -1,4 +1,5 @@
-# RL-Mix, PreActResNet-18, CIFAR-100 (R-Mix paper, RL-Mix row 'PreActResNet-18 RL-Mix').
+# RL-Mix, PreActResNet-18, CIFAR-100 (R-Mix paper, RL-Mix row
+# 'PreActResNet-18 RL-Mix').
 # Reproduces: 80.75 (CIFAR-100 top-1 claimed by the paper as indexed by
 # leaderboards; the official README has no RL-Mix checkpoint).
 # Recipe: minhlong94/Random-Mixup `main.py --method rlmix` (300 epochs,

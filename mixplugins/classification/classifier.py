@@ -27,6 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..core.recursive import consistency_loss, roi_pool_box
 from .base import ModelBoundAugment
 from .recursivemix import RecursiveMix, RecursiveMixHistory, RecursiveMixStep
+from .rlmix import RLMix
 from .rmix import RMix
 
 __all__ = ['MixImageClassifier']
@@ -55,6 +56,9 @@ class MixImageClassifier(ImageClassifier):
       loss is logged as ``loss_consistency``. ``fc_roi`` takes part in every
       training forward (weight 0 when nothing was pasted), so DDP's default
       ``find_unused_parameters=False`` works.
+    * :class:`~mixplugins.classification.RLMix`: as RMix, and owns the PPO
+      agent (``rl_agent``, no parameters of its own; its state is saved in
+      checkpoints).
 
     Args:
         backbone (dict): Backbone config. With RecursiveMix its last output
@@ -97,6 +101,12 @@ class MixImageClassifier(ImageClassifier):
         if len(recursive) > 1:
             raise ValueError('`train_cfg.augments` may hold one RecursiveMix, '
                              f'got {len(recursive)}')
+        rlmix = [a for a in augments if isinstance(a, RLMix)]
+        if len(rlmix) > 1:
+            raise ValueError('`train_cfg.augments` may hold one RLMix, got '
+                             f'{len(rlmix)}')
+        self.rl_agent: Optional[nn.Module] = (
+            rlmix[0].build_agent() if rlmix else None)
         self.fc_roi: Optional[nn.Linear] = None
         self.rm_history: Optional[RecursiveMixHistory] = None
         if recursive:
