@@ -1,0 +1,2 @@
+# Baseline: plain cross-entropy, no mixing.
+_base_ = ['./_base_/demo_digits.py']
