@@ -70,6 +70,9 @@ IMAGENET_RM = {
 OTHERS = {
     'pyramidnet200_rm_cifar10': (97.65, '2 x 32', 64),
     'r50_rmix_in1k': (77.39, '4 x 256', 1024),
+    # recipe checked against the R-Mix rows in test_rlmix.py
+    'preactresnet18_rlmix_cifar100': (80.75, '1 x 100', 100),
+    'wrn28-10_rlmix_cifar100': (84.90, '1 x 100', 100),
 }
 ALL = {
     **{
