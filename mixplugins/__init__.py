@@ -66,3 +66,7 @@ def _install_patches() -> None:
 
 _install_patches()
 _register_adapters()
+try:  # registers MixVisualizationHook in mmengine's HOOKS
+    from . import visualization  # noqa: F401,E402
+except ImportError as e:  # a core-only install without mmengine
+    _MISSING['visualization'] = f'mmengine is not importable ({e})'

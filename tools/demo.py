@@ -78,11 +78,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------
 # Figure
 # --------------------------------------------------------------------------
-def _label_weights(row, k: int = 3, eps: float = 5e-3) -> List[Tuple]:
+def _label_weights(row, k: int = 3) -> List[Tuple]:
     """The ``k`` largest (class, weight) pairs of a soft target row."""
-    values, classes = row.sort(descending=True)
-    return [(int(c), float(v)) for c, v in zip(classes[:k], values[:k])
-            if float(v) > eps]
+    from mixplugins.visualization import label_weights
+    return label_weights(row, k)
 
 
 def _fmt(weights: List[Tuple]) -> str:
@@ -146,7 +145,6 @@ def render_kernels(out_path: str, seed: int = 0, num: int = 8) -> None:
     """
     import matplotlib
     matplotlib.use('Agg')
-    import matplotlib.patches as patches
     import matplotlib.pyplot as plt
     import numpy as np
     import torch
@@ -155,6 +153,8 @@ def render_kernels(out_path: str, seed: int = 0, num: int = 8) -> None:
     from mixplugins.core import (grid_masks, input_saliency, mix_by_masks,
                                  paste_history, sample_box, sample_rmix_params)
     from mixplugins.datasets import load_digits_split
+    from mixplugins.visualization import (draw_box, draw_grid_lines,
+                                          tint_outside)
 
     t0 = time.perf_counter()
     train_x, train_y, _ = load_digits_split('train')
@@ -251,29 +251,19 @@ def render_kernels(out_path: str, seed: int = 0, num: int = 8) -> None:
         s = saliency[b]
         show(axes[1, b], (s - s.min()) / (s.max() - s.min() + 1e-12),
              cmap='inferno')
-        kept = masks[b, 0].float()
-        show(axes[2, b], x[b] * (0.25 + 0.75 * kept))
-        below_q = np.ma.masked_where(kept.numpy() > 0, np.ones((32, 32)))
-        axes[2, b].imshow(below_q, cmap='Blues', alpha=0.45, vmin=0, vmax=1.5)
+        rgb = (x[b].permute(1, 2, 0) * 255).round().byte().numpy()
+        tinted = torch.from_numpy(tint_outside(rgb, masks[b]))
+        show(axes[2, b], tinted.permute(2, 0, 1) / 255)
         axes[2, b].set_title(f'q={float(params.quantiles[b]):.2f}',
                              fontsize=10)
-        for k in range(1, grid):
-            for line in (axes[2, b].axhline, axes[2, b].axvline):
-                line(k * 32 / grid - 0.5, color='white', lw=0.6, alpha=0.6)
+        draw_grid_lines(axes[2, b], grid, 32, 32)
         show(axes[3, b], rmixed[b])
         axes[3, b].set_title(_fmt(_label_weights(rmix_targets[b], k=2)),
                              fontsize=9)
         for s_i, (imgs, targets, box, _) in enumerate(rm_steps):
             ax = axes[4 + s_i, b]
             show(ax, imgs[b])
-            x1, y1, x2, y2 = box
-            ax.add_patch(
-                patches.Rectangle((x1 - 0.5, y1 - 0.5),
-                                  x2 - x1,
-                                  y2 - y1,
-                                  fill=False,
-                                  edgecolor='red',
-                                  lw=1.2))
+            draw_box(ax, box, 'red')
             ax.set_title(_fmt(_label_weights(targets[b], k=3)), fontsize=8)
     fig.suptitle(
         'mixplugins.core on scikit-learn digits (32 px): R-Mix partner = '
