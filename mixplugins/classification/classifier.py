@@ -69,8 +69,9 @@ class MixImageClassifier(ImageClassifier):
             None.
         train_cfg (dict, optional): ``dict(augments=[...], probs=...)``, as in
             mmpretrain. Defaults to None.
-        data_preprocessor (dict, optional): As in mmpretrain. Defaults to
-            None.
+        data_preprocessor (dict, optional): As in mmpretrain. With a
+            mixplugins augment its ``num_classes`` defaults to the head's,
+            and another value is refused at build time. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
@@ -131,6 +132,18 @@ class MixImageClassifier(ImageClassifier):
         if self.head is None or not hasattr(self.head, 'num_classes'):
             raise ValueError('mixplugins augments need a classification '
                              '`head` with `num_classes`')
+        # The augments mix the one-hot scores that the data preprocessor
+        # makes from `gt_label` with its own `num_classes`: unset, mmpretrain
+        # would fail at the first step on an assert, so the head's value
+        # (the only one that works) is used; another value than the head's
+        # would fail in the loss on a shape mismatch.
+        pre_classes = getattr(self.data_preprocessor, 'num_classes', -1)
+        if pre_classes is None:
+            self.data_preprocessor.num_classes = self.head.num_classes
+        elif pre_classes != -1 and pre_classes != self.head.num_classes:
+            raise ValueError(
+                f'`data_preprocessor.num_classes` ({pre_classes}) must equal '
+                f'`head.num_classes` ({self.head.num_classes})')
         from mmpretrain.models.heads import MultiLabelClsHead
         if isinstance(self.head, MultiLabelClsHead) and any(
                 isinstance(a, RMix) for a in self._mix_augments()):

@@ -4,6 +4,7 @@ Proposed in `RecursiveMix: Mixed Learning with History
 <https://arxiv.org/abs/2203.06844>`_ (Yang et al., NeurIPS 2022); official
 code: https://github.com/implus/RecursiveMix-pytorch.
 """
+import math
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import torch
@@ -162,8 +163,9 @@ class RecursiveMix(ModelBoundAugment):
         if self.alpha > 1:
             raise ValueError(f'`alpha` must be in (0, 1], got {alpha!r}')
         if isinstance(omega, bool) or not isinstance(
-                omega, (int, float)) or omega < 0:
-            raise ValueError(f'`omega` must be a number >= 0, got {omega!r}')
+                omega, (int, float)) or not 0 <= omega < math.inf:
+            raise ValueError(f'`omega` must be a finite number >= 0, got '
+                             f'{omega!r}')
         self.omega = float(omega)
         if interpolation not in INTERPOLATION_MODES:
             raise ValueError(f'`interpolation` must be one of '
@@ -185,9 +187,11 @@ class RecursiveMix(ModelBoundAugment):
         Returns:
             tuple[Tensor, Tensor]: Mixed images and scores (new tensors).
         """
-        if batch_scores.dim() != 2:
-            raise ValueError('RecursiveMix expects scores of shape (B, K), '
-                             f'got {tuple(batch_scores.shape)}')
+        if batch_scores.dim() != 2 or batch_scores.shape[0] != len(
+                batch_inputs):
+            raise ValueError('RecursiveMix expects scores of shape (B, K) '
+                             f'with B = {len(batch_inputs)} images, got '
+                             f'{tuple(batch_scores.shape)}')
         history = self.model.rm_history
         history.sync_epoch()
         scores = batch_scores.float()

@@ -23,6 +23,7 @@ into the reward of the previous step -- the order of the official
 environment, whose reward for step t is computed after step t's backward.
 """
 import importlib
+import math
 from types import ModuleType
 from typing import Optional, Sequence, Tuple
 
@@ -64,13 +65,15 @@ def _check_int(name: str, value: int, minimum: int) -> int:
 
 def _check_float(name: str, value: float, low: float, high: float,
                  low_open: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    ok = not isinstance(value, bool) and isinstance(
+        value, (int, float)) and math.isfinite(value)
     if ok:
         ok = (low < value if low_open else low <= value) and value <= high
     if not ok:
         bracket = '(' if low_open else '['
+        closing = ')' if high == math.inf else ']'
         raise ValueError(f'`{name}` must be a number in {bracket}{low}, '
-                         f'{high}], got {value!r}')
+                         f'{high}{closing}, got {value!r}')
     return float(value)
 
 
@@ -119,8 +122,8 @@ class RLMix(RMix):
     Args:
         alpha (float): Beta concentration of :math:`\lambda`. Official
             (CIFAR): 1.0. Defaults to 1.0.
-        mix_grids (Sequence[int]): Mixing grid sizes, one drawn per batch.
-            Defaults to (2, 4).
+        mix_grids (Sequence[int]): Mixing grid sizes, one drawn per batch;
+            each must be <= min(H, W) of the images. Defaults to (2, 4).
         agent_grid (int): Side of the observed (and rewarded) saliency grid,
             >= 4 (the policy's convolutions need 4). Official: 8 (32 px
             images, 4 px cells). Defaults to 8.
@@ -147,6 +150,9 @@ class RLMix(RMix):
             learning rate decays to 0 (official: all training iterations,
             300 x 500). Defaults to None, mmengine's ``max_iters``.
     """
+
+    #: The name of :attr:`grids` in the constructor (for error messages).
+    _grids_arg = 'mix_grids'
 
     def __init__(self,
                  alpha: float = 1.0,
@@ -258,9 +264,7 @@ class RLMix(RMix):
             requires grad, so that the training backward gives the reward's
             gradient -- and the mixed scores.
         """
-        if batch_scores.dim() != 2:
-            raise ValueError('RLMix expects one-hot scores of shape (B, K), '
-                             f'got {tuple(batch_scores.shape)}')
+        self._check_batch(batch_inputs, batch_scores)
         agent = getattr(self.model, 'rl_agent', None)
         if agent is None:
             raise RuntimeError(

@@ -5,6 +5,7 @@ Thresholding <https://arxiv.org/abs/2212.04875>`_ (Luu et al., AAAI'23
 Practical-DL workshop); official code:
 https://github.com/minhlong94/Random-Mixup.
 """
+import math
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -21,6 +22,21 @@ __all__ = ['RMix']
 
 SALIENCY_BN_MODES = ('train', 'eval')
 PARTNERS = ('randperm', 'flip')
+
+
+def _check_levels(levels: Optional[Sequence[float]]) -> Tuple[float, ...]:
+    """:func:`check_quantile_levels` whose every error names the argument
+    (a scalar or a string is not a sequence of levels)."""
+    if isinstance(levels, (str, bytes)):
+        raise TypeError('`quantile_levels` must be None or a sequence of '
+                        f'numbers in [0, 1], got {levels!r}')
+    try:
+        return check_quantile_levels(levels)
+    except (TypeError, ValueError) as e:
+        if '`quantile_levels`' in str(e):
+            raise
+        raise TypeError('`quantile_levels` must be None or a sequence of '
+                        f'numbers in [0, 1], got {levels!r}') from e
 
 
 @BATCH_AUGMENTS.register_module()
@@ -42,9 +58,10 @@ class RMix(ModelBoundAugment):
     Args:
         alpha (float): Beta concentration of :math:`\lambda`. Official:
             1.0 on CIFAR, 0.2 on ImageNet. Defaults to 1.0.
-        grids (Sequence[int]): Mixing grid sizes, one drawn per batch.
-            Official: (2, 4) (CIFAR draws pool kernels {8, 16} px on 32 px
-            images). Defaults to (2, 4).
+        grids (Sequence[int]): Mixing grid sizes, one drawn per batch; each
+            must be <= min(H, W) of the images (checked at every call,
+            before the clean pass). Official: (2, 4) (CIFAR draws pool
+            kernels {8, 16} px on 32 px images). Defaults to (2, 4).
         quantile_levels (Sequence[float], optional): Quantile levels in
             [0, 1], one drawn per image. Defaults to None, the official
             ``linspace(0, 0.99, 10)``.
@@ -60,6 +77,9 @@ class RMix(ModelBoundAugment):
             gradient is discarded), 1 on ImageNet. Defaults to 0.0.
     """
 
+    #: The name of :attr:`grids` in the constructor (for error messages).
+    _grids_arg = 'grids'
+
     def __init__(self,
                  alpha: float = 1.0,
                  grids: Sequence[int] = (2, 4),
@@ -69,8 +89,11 @@ class RMix(ModelBoundAugment):
                  clean_loss_weight: float = 0.0) -> None:
         super().__init__()
         self.alpha = check_positive('alpha', alpha)
+        if not math.isfinite(self.alpha):
+            raise ValueError(f'`alpha` must be a finite number > 0, got '
+                             f'{alpha!r}')
         self.grids = check_grids(grids)
-        self.quantile_levels = check_quantile_levels(quantile_levels)
+        self.quantile_levels = _check_levels(quantile_levels)
         if partner not in PARTNERS:
             raise ValueError(f'`partner` must be one of {PARTNERS}, got '
                              f'{partner!r}')
@@ -79,11 +102,39 @@ class RMix(ModelBoundAugment):
             raise ValueError(f'`saliency_bn` must be one of '
                              f'{SALIENCY_BN_MODES}, got {saliency_bn!r}')
         self.saliency_bn = saliency_bn
-        if isinstance(clean_loss_weight, bool) or not isinstance(
-                clean_loss_weight, (int, float)) or clean_loss_weight < 0:
-            raise ValueError('`clean_loss_weight` must be a number >= 0, got '
-                             f'{clean_loss_weight!r}')
+        is_number = not isinstance(clean_loss_weight, bool) and isinstance(
+            clean_loss_weight, (int, float))
+        if not (is_number and 0 <= clean_loss_weight < math.inf):
+            raise ValueError('`clean_loss_weight` must be a finite number >= '
+                             f'0, got {clean_loss_weight!r}')
         self.clean_loss_weight = float(clean_loss_weight)
+
+    def _check_batch(self, batch_inputs: Tensor, batch_scores: Tensor) -> None:
+        """Refuse a batch the augment cannot mix, before any work.
+
+        Raised before the clean pass, so a refused batch leaves no trace
+        (no BatchNorm statistics updated, no ``loss_clean`` pending).
+
+        Raises:
+            ValueError: ``batch_inputs`` is not (B, C, H, W),
+                ``batch_scores`` is not (B, K), or a grid of ``grids`` is
+                larger than the image (``min(H, W)``).
+        """
+        name = type(self).__name__
+        if not isinstance(batch_inputs, Tensor) or batch_inputs.dim() != 4:
+            raise ValueError(f'{name} expects images of shape (B, C, H, W), '
+                             f'got {getattr(batch_inputs, "shape", None)}')
+        if not isinstance(batch_scores, Tensor) or batch_scores.dim(
+        ) != 2 or batch_scores.shape[0] != batch_inputs.shape[0]:
+            raise ValueError(
+                f'{name} expects one-hot scores of shape (B, K) with '
+                f'B = {batch_inputs.shape[0]} images, got '
+                f'{tuple(getattr(batch_scores, "shape", ()))}')
+        side = min(batch_inputs.shape[-2:])
+        if max(self.grids) > side:
+            raise ValueError(
+                f'`{self._grids_arg}` {self.grids} must be <= min(H, W) = '
+                f'{side} of the images ({tuple(batch_inputs.shape[-2:])})')
 
     def saliency(self, inputs: Tensor, labels: Tensor) -> Tensor:
         """Run the clean pass on the bound model; return (B, H, W)."""
@@ -110,9 +161,7 @@ class RMix(ModelBoundAugment):
         Returns:
             tuple[Tensor, Tensor]: Mixed images and mixed scores.
         """
-        if batch_scores.dim() != 2:
-            raise ValueError('RMix expects one-hot scores of shape (B, K), '
-                             f'got {tuple(batch_scores.shape)}')
+        self._check_batch(batch_inputs, batch_scores)
         scores = batch_scores.float()
         saliency = self.saliency(batch_inputs, scores.argmax(1))
         params = sample_rmix_params(

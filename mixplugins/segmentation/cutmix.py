@@ -8,6 +8,7 @@ Classifiers with Localizable Features <https://arxiv.org/abs/1905.04899>`_
 together with the pixels, for
 :class:`~mixplugins.segmentation.MixSegDataPreProcessor`.
 """
+import math
 from typing import List, Tuple
 
 import torch
@@ -55,6 +56,9 @@ class SegCutMix(nn.Module):
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
         self.alpha = check_positive('alpha', alpha)
+        if not math.isfinite(self.alpha):
+            raise ValueError(f'`alpha` must be a finite number > 0, got '
+                             f'{alpha!r}')
 
     def forward(
         self, inputs: Tensor, data_samples: List[SegDataSample]
