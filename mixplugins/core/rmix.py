@@ -133,12 +133,16 @@ def _rowwise_quantile(values: Tensor, q: Tensor) -> Tensor:
     """
     n = values.shape[1]
     ordered = values.sort(dim=1).values
+    if n == 1:
+        return ordered[:, 0]
     ranks = q * (n - 1)
-    below = ranks.floor().long().clamp(0, n - 1)
-    above = (below + 1).clamp(max=n - 1)
-    lo = ordered.gather(1, below[:, None])
-    hi = ordered.gather(1, above[:, None])
-    return torch.lerp(lo, hi, (ranks - below)[:, None])[:, 0]
+    # Rank r lies in the pair (below, below + 1), the last pair for r = n-1
+    # (weight 1 there, which ``lerp`` resolves to the upper value exactly).
+    below = ranks.floor().clamp_(max=n - 2)
+    index = below.long().clamp_(min=0)[:, None, None].expand(-1, 1, 2)
+    pairs = ordered.unfold(1, 2, 1)  # (B, n - 1, 2): neighbours, a view
+    lo, hi = pairs.gather(1, index)[:, 0].unbind(1)
+    return torch.lerp(lo, hi, ranks - below)
 
 
 def grid_masks(saliency: Tensor, grid: int, quantiles: Tensor) -> Tensor:
@@ -174,14 +178,31 @@ def grid_masks(saliency: Tensor, grid: int, quantiles: Tensor) -> Tensor:
     if quantiles.shape != (b, ):
         raise ValueError(f'`quantiles` must have shape ({b},) (one level per '
                          f'image), got {tuple(quantiles.shape)}')
-    if quantiles.device.type == 'cpu' and not bool(
-            ((quantiles >= 0) & (quantiles <= 1)).all()):
-        raise ValueError('`quantiles` must lie in [0, 1], got '
-                         f'{quantiles.tolist()}')
-    cells = F.adaptive_avg_pool2d(saliency[:, None].float(), grid).flatten(1)
+    if quantiles.device.type == 'cpu' and b > 0:
+        low, high = torch.aminmax(quantiles)
+        if not (float(low) >= 0 and float(high) <= 1):  # NaN fails too
+            raise ValueError('`quantiles` must lie in [0, 1], got '
+                             f'{quantiles.tolist()}')
+    saliency = saliency.float()
+    divisible = h % grid == 0 and w % grid == 0
+    kh, kw = h // grid, w // grid
+    if divisible:
+        # Block means (the bins of adaptive pooling when ``grid`` divides H
+        # and W): sums over the rows of each block, which reads the map once
+        # with contiguous row adds, then over its columns, / (kh * kw).
+        cells = saliency.reshape(b, grid, kh, w).sum(2)
+        cells = cells.view(b, grid * grid, kw).sum(2).div_(kh * kw)
+    else:
+        cells = F.adaptive_avg_pool2d(saliency[:, None], grid).flatten(1)
     q = quantiles.to(device=cells.device, dtype=torch.float32,
                      non_blocking=True)
     keep = cells >= _rowwise_quantile(cells, q)[:, None]
+    if divisible:
+        # Nearest upsampling by (kh, kw) as two broadcast copies: every
+        # cell repeated kw times along its row, then every row kh times.
+        rows = keep.view(b, grid, grid, 1).expand(b, grid, grid, kw)
+        rows = rows.reshape(b, grid, 1, w).expand(b, grid, kh, w)
+        return rows.reshape(b, 1, h, w)
     keep = keep.view(b, 1, grid, grid)
     rows = torch.arange(h, device=keep.device) * grid // h
     cols = torch.arange(w, device=keep.device) * grid // w
@@ -213,7 +234,8 @@ def mix_by_masks(inputs: Tensor, targets: Tensor, masks: Tensor,
             :func:`grid_masks`.
         perm (Tensor): Partner indices of shape (B,) (a permutation, or a
             flip ``arange(B - 1, -1, -1)``).
-        lam (float | Tensor): Blend weight of the own image, in [0, 1].
+        lam (float | Tensor): Blend weight of the own image, in [0, 1];
+            the images are blended with it cast to ``inputs``' dtype.
 
     Returns:
         tuple[Tensor, Tensor]: Mixed images (B, C, H, W) in ``inputs``' dtype
@@ -236,13 +258,20 @@ def mix_by_masks(inputs: Tensor, targets: Tensor, masks: Tensor,
         raise ValueError(f'`perm` must be an integer tensor of shape ({b},), '
                          f'got {perm.dtype} {tuple(perm.shape)}')
     _check_lam(lam)
-    perm = perm.to(inputs.device, non_blocking=True)
-    partner = inputs[perm]
-    own, other = masks, masks[perm]
+    perm = perm.to(inputs.device, torch.long, non_blocking=True)
+    partner = inputs.index_select(0, perm)
+    own, other = masks, masks.index_select(0, perm)
     agree = own == other
     lam_x = lam.to(inputs) if isinstance(lam, Tensor) else lam
-    blended = inputs * lam_x + partner * (1 - lam_x)
-    mixed = torch.where(agree, blended, torch.where(own, inputs, partner))
+    # Per-pixel weights (B, 1, H, W) of the two images: (lam, 1 - lam) where
+    # the masks agree, (1, 0) or (0, 1) where the salient image wins. As in
+    # the official code the output is x * w + x2 * w2: bit for bit the blend
+    # where the masks agree and the winner's pixel elsewhere (for finite
+    # inputs), in two passes over the images and without the broadcast
+    # selects of a nested ``torch.where``.
+    w_own = torch.where(agree, lam_x, own.to(inputs.dtype))
+    w_other = torch.where(agree, 1 - lam_x, other.to(inputs.dtype))
+    mixed = (inputs * w_own).add_(partner.mul_(w_other))
 
     area = float(h * w)
     a_eq = agree.flatten(1).sum(1).to(targets.dtype) / area
