@@ -3,7 +3,8 @@
 For the ATSS R-50 FPN config (``configs/detection/atss_r50_fpn_rm-det_1x_coco
 .py``) and the UPerNet R-50 config (``configs/segmentation/
 upernet_r50_rm-seg_512x512_80k_ade20k.py``) this times, interleaved in one
-run so that machine noise hits all alike:
+run (step and step+rm in alternating order) so that machine noise hits all
+alike:
 
 * ``step``: mmengine's ``train_step`` (preprocessor, forward, backward,
   optimizer step) of the model *without* the batch augment;
@@ -20,16 +21,16 @@ grow with the number of pixels, so the ratio changes little with the size.
 
     python benchmarks/det_seg_overhead.py [--rounds 7] [--det-size 320 480]
         [--seg-size 256] [--batch-size 2] [--depth 50] [--threads 2]
-        [--device cpu] [--json out.json]
+        [--device cpu|cuda] [--json out.json]
+
+``run`` is reused by ``run_all.py``.
 """
 import argparse
 import copy
-import gc
 import json
 import os.path as osp
 import statistics
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -38,25 +39,13 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData, PixelData
 
+from _common import default_device, gc_paused, timed
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_CONFIG = osp.join(REPO, 'configs', 'detection',
                       'atss_r50_fpn_rm-det_1x_coco.py')
 SEG_CONFIG = osp.join(REPO, 'configs', 'segmentation',
                       'upernet_r50_rm-seg_512x512_80k_ade20k.py')
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], None], device: torch.device) -> float:
-    gc.collect()  # no collection of earlier garbage inside the timing
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
 
 
 def _shrink(cfg: Config, depth: int, task: str) -> None:
@@ -143,20 +132,70 @@ def _task(name: str, config: str, registry_scope: str, make_data, args,
         with_rm.train_step(copy.deepcopy(data), optims[1])
     pre = base.data_preprocessor(copy.deepcopy(data), True)
     times: Dict[str, List[float]] = {'step': [], 'step+rm': [], 'rm': []}
-    for _ in range(args.rounds):
+    for i in range(args.rounds):
         d0, d1 = copy.deepcopy(data), copy.deepcopy(data)
-        times['step'].append(
-            _timed(lambda: base.train_step(d0, optims[0]), device))
-        times['step+rm'].append(
-            _timed(lambda: with_rm.train_step(d1, optims[1]), device))
-        for _ in range(args.inner):
-            samples = copy.deepcopy(pre['data_samples'])
-            times['rm'].append(
-                _timed(lambda: aug(pre['inputs'], samples), device))
+        steps = [('step', lambda: base.train_step(d0, optims[0])),
+                 ('step+rm', lambda: with_rm.train_step(d1, optims[1]))]
+        for key, fn in steps if i % 2 == 0 else steps[::-1]:
+            times[key].append(timed(fn, device))
+        with gc_paused():  # short calls: no collection next to them
+            for _ in range(args.inner):
+                samples = copy.deepcopy(pre['data_samples'])
+                times['rm'].append(
+                    timed(lambda: aug(pre['inputs'], samples),
+                          device,
+                          collect=False))
     return times
 
 
-def main() -> None:
+def run(args) -> dict:
+    """Time every task of ``args.tasks``; medians and ratios per task.
+
+    Args:
+        args: The CLI arguments (see ``parse_args``).
+
+    Returns:
+        dict: ``{task: dict(model, input, median_s, rm_over_step,
+        step_rm_over_step, times_s)}``.
+    """
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    import mixplugins  # noqa: F401  (registers the augments)
+    specs = dict(
+        det=('ATSS R-%d FPN' % args.depth, DET_CONFIG, 'mmdet', _det_data,
+             '%dx3x%dx%d' % (args.batch_size, *args.det_size)),
+        seg=('UPerNet R-%d' % args.depth, SEG_CONFIG, 'mmseg', _seg_data,
+             '%dx3x%dx%d' % (args.batch_size, args.seg_size, args.seg_size)))
+    results = {}
+    for task in args.tasks:
+        label, config, scope, make_data, shape = specs[task]
+        t = _task(task, config, scope, make_data, args, device)
+        med = {k: statistics.median(v) for k, v in t.items()}
+        results[task] = dict(model=label,
+                             input=shape,
+                             median_s=med,
+                             rm_over_step=med['rm'] / med['step'],
+                             step_rm_over_step=med['step+rm'] / med['step'],
+                             times_s=t)
+    return results
+
+
+def print_table(results: dict, args) -> None:
+    """Print the markdown table of ``run``'s results."""
+    print(f'device: {args.device} ({torch.get_num_threads()} threads), '
+          f'{args.rounds} interleaved rounds, medians; random init')
+    print('| model | input | step (s) | step+rm (s) | rm (ms) | rm / step '
+          '| step+rm / step |')
+    print('|---|---|---|---|---|---|---|')
+    for r in results.values():
+        m = r['median_s']
+        print(f"| {r['model']} | {r['input']} | {m['step']:.3f} | "
+              f"{m['step+rm']:.3f} | {1e3 * m['rm']:.2f} | "
+              f"{100 * r['rm_over_step']:.2f}% | "
+              f"{r['step_rm_over_step']:.3f} |")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--rounds', type=int, default=7)
     parser.add_argument('--inner',
@@ -179,43 +218,19 @@ def main() -> None:
                         default=50,
                         choices=[18, 34, 50, 101])
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default=default_device())
     parser.add_argument('--tasks',
                         nargs='+',
                         default=['det', 'seg'],
                         choices=['det', 'seg'])
     parser.add_argument('--json', default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    import mixplugins  # noqa: F401,F811  (registers the augments)
-    specs = dict(
-        det=('ATSS R-%d FPN' % args.depth, DET_CONFIG, 'mmdet', _det_data,
-             '%dx3x%dx%d' % (args.batch_size, *args.det_size)),
-        seg=('UPerNet R-%d' % args.depth, SEG_CONFIG, 'mmseg', _seg_data,
-             '%dx3x%dx%d' % (args.batch_size, args.seg_size, args.seg_size)))
-    results = {}
-    for task in args.tasks:
-        label, config, scope, make_data, shape = specs[task]
-        t = _task(task, config, scope, make_data, args, device)
-        med = {k: statistics.median(v) for k, v in t.items()}
-        results[task] = dict(model=label,
-                             input=shape,
-                             median_s=med,
-                             rm_over_step=med['rm'] / med['step'],
-                             step_rm_over_step=med['step+rm'] / med['step'],
-                             times_s=t)
-    print(f'device: {device} ({torch.get_num_threads()} threads), '
-          f'{args.rounds} interleaved rounds, medians; random init')
-    print('| model | input | step (s) | step+rm (s) | rm (ms) | rm / step '
-          '| step+rm / step |')
-    print('|---|---|---|---|---|---|---|')
-    for r in results.values():
-        m = r['median_s']
-        print(f"| {r['model']} | {r['input']} | {m['step']:.3f} | "
-              f"{m['step+rm']:.3f} | {1e3 * m['rm']:.2f} | "
-              f"{100 * r['rm_over_step']:.2f}% | "
-              f"{r['step_rm_over_step']:.3f} |")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    results = run(args)
+    print_table(results, args)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1)

@@ -20,112 +20,134 @@ amortised over ``n_steps``:
         [--backbone PreActResNet] [--num-classes 100] [--updates 3]
         [--device cpu|cuda] [--json out.json]
 
+``time_updates`` and ``run`` are reused by ``run_all.py``.
+
 The official README reports about 2x the wall-clock of R-Mix for RL-Mix
 (8 h vs 4 h on one P100, CIFAR-100).
 """
 import argparse
 import json
 import statistics
-import time
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from mmengine.logging import MessageHub
-from mmengine.optim import OptimWrapper
-from mmpretrain.registry import MODELS
-from mmpretrain.structures import DataSample
 
 import mixplugins  # noqa: F401  (registers the augments)
+from _common import default_device, sync, timed
+from step_overhead import print_table, summarize_steps, time_train_steps
 
 RMIX = dict(type='RMix', alpha=1.0, grids=(2, 4))
-RLMIX = dict(
-    type='RLMix',
-    alpha=1.0,
-    mix_grids=(2, 4),
-    n_steps=1000,
-    batch_size=250,
-    n_epochs=10,
-    agent_lr=1e-3,
-    total_timesteps=150000)
+RLMIX = dict(type='RLMix',
+             alpha=1.0,
+             mix_grids=(2, 4),
+             n_steps=1000,
+             batch_size=250,
+             n_epochs=10,
+             agent_lr=1e-3,
+             total_timesteps=150000)
 METHODS = {'rmix': RMIX, 'rmix (control)': RMIX, 'rlmix': RLMIX}
 
 
-def build(augment: dict, args) -> torch.nn.Module:
-    backbone = dict(type=args.backbone)
-    if args.backbone == 'PreActResNet':
+def backbone_cfg(name: str) -> dict:
+    """PreActResNet-18, WideResNet-28-10 or a tiny ResNet-18 (8 channels)."""
+    backbone = dict(type=name)
+    if name == 'PreActResNet':
         backbone['depth'] = 18
-    elif args.backbone == 'WideResNet':
+    elif name == 'WideResNet':
         backbone.update(depth=28, widen_factor=10)
-    elif args.backbone == 'ResNet':
+    elif name == 'ResNet':
         backbone.update(depth=18, stem_channels=8, base_channels=8)
-    model = MODELS.build(
-        dict(
-            type='MixImageClassifier',
-            backbone=backbone,
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=args.num_classes,
-                in_channels=args.in_channels,
-                loss=dict(type='CrossEntropyLoss', use_soft=True)),
-            data_preprocessor=dict(num_classes=args.num_classes),
-            train_cfg=dict(augments=[augment])))
-    model.init_weights()
-    return model.to(args.device).train()
-
-
-def make_batch(args, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    inputs = [
-        torch.randint(0, 256, (3, args.size, args.size), generator=g,
-                      dtype=torch.uint8) for _ in range(args.batch_size)
-    ]
-    labels = torch.randint(args.num_classes, (args.batch_size, ), generator=g)
-    return dict(
-        inputs=inputs,
-        data_samples=[DataSample().set_gt_label(int(y)) for y in labels])
-
-
-def sync(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
+    return backbone
 
 
 def time_updates(agent, args) -> list:
     """Time PPO updates on a rollout buffer filled with synthetic
-    transitions (the agent's policy and shapes, random values)."""
+    transitions (the agent's policy and shapes, random values).
+
+    Args:
+        agent: The ``RLMix`` augment (``model.rl_agent``).
+        args: ``updates`` (how many updates to time) and ``device``.
+
+    Returns:
+        list[float]: Seconds per update.
+    """
     buffer = agent.ppo.rollout_buffer
     rng = np.random.default_rng(0)
     b, g, c = agent.batch_images, agent.agent_grid, agent.num_classes
-    obs_device = dict(
-        saliency=torch.rand(1, b, g, g, device=agent.ppo.device),
-        logits=torch.randn(1, b, c, device=agent.ppo.device))
+    obs_device = dict(saliency=torch.rand(1, b, g, g, device=agent.ppo.device),
+                      logits=torch.randn(1, b, c, device=agent.ppo.device))
     times = []
     for _ in range(args.updates):
         buffer.reset()
         while not buffer.full:
-            obs = dict(
-                saliency=rng.random((1, b, g, g), dtype=np.float32),
-                logits=rng.standard_normal((1, b, c), dtype=np.float32))
-            buffer.add(obs, rng.integers(0, agent.num_levels, (1, b)),
-                       np.array([rng.random()], dtype=np.float32),
-                       np.array([0.0], dtype=np.float32),
-                       torch.zeros(1, 1, device=agent.ppo.device),
-                       torch.full((1, ), -b * np.log(10.0),
-                                  device=agent.ppo.device))
+            obs = dict(saliency=rng.random((1, b, g, g), dtype=np.float32),
+                       logits=rng.standard_normal((1, b, c), dtype=np.float32))
+            buffer.add(
+                obs, rng.integers(0, agent.num_levels, (1, b)),
+                np.array([rng.random()], dtype=np.float32),
+                np.array([0.0], dtype=np.float32),
+                torch.zeros(1, 1, device=agent.ppo.device),
+                torch.full((1, ), -b * np.log(10.0), device=agent.ppo.device))
         sync(args.device)
-        start = time.perf_counter()
-        with torch.no_grad():
-            last = agent.ppo.policy.predict_values(obs_device)
-        buffer.compute_returns_and_advantage(last, np.array([False]))
-        agent._update()
-        sync(args.device)
-        times.append(time.perf_counter() - start)
+
+        def update():
+            with torch.no_grad():
+                last = agent.ppo.policy.predict_values(obs_device)
+            buffer.compute_returns_and_advantage(last, np.array([False]))
+            agent._update()
+
+        times.append(timed(update, args.device))
     buffer.reset()
     return times
 
 
-def main() -> None:
+def amortise(result: dict, update_times: list, n_steps: int,
+             base: str) -> None:
+    """Add the PPO update, amortised over ``n_steps``, to RL-Mix's step.
+
+    Adds ``ppo_update`` and ``rlmix_amortised`` (``median RL-Mix step +
+    median update / n_steps``, and its ratio to ``base``) to ``result``.
+    """
+    update = statistics.median(update_times)
+    amortised = result['rlmix']['median_s'] + update / n_steps
+    result['ppo_update'] = dict(median_s=update,
+                                n_steps=n_steps,
+                                times=update_times)
+    result['rlmix_amortised'] = dict(median_s=amortised,
+                                     ratio=amortised /
+                                     result[base]['median_s'])
+
+
+def run(args,
+        methods: Optional[Dict[str, dict]] = None,
+        baseline: str = 'rmix',
+        backbone: Optional[dict] = None) -> dict:
+    """Step times (ratios to ``baseline``) and the amortised RL-Mix step.
+
+    Args:
+        args: The CLI arguments (see ``parse_args``).
+        methods (dict[str, dict], optional): Name -> augment config; must
+            hold an ``'rlmix'`` entry. Defaults to None (``METHODS``).
+        baseline (str): The method the ratios divide by. Defaults to
+            ``'rmix'``.
+        backbone (dict, optional): Backbone config. Defaults to None
+            (``backbone_cfg(args.backbone)``).
+
+    Returns:
+        dict: Per-method summaries plus ``ppo_update`` and
+        ``rlmix_amortised``.
+    """
+    methods = methods or METHODS
+    times, models = time_train_steps(methods, args, backbone
+                                     or backbone_cfg(args.backbone))
+    result = summarize_steps(times, baseline)
+    update_times = time_updates(models['rlmix'].rl_agent, args)
+    amortise(result, update_times, methods['rlmix']['n_steps'], baseline)
+    return result
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--steps', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=3)
@@ -135,56 +157,22 @@ def main() -> None:
     parser.add_argument('--in-channels', type=int, default=512)
     parser.add_argument('--num-classes', type=int, default=100)
     parser.add_argument('--updates', type=int, default=3)
-    parser.add_argument(
-        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default=default_device())
     parser.add_argument('--json', help='write the results here')
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    MessageHub.get_current_instance().update_info('epoch', 0)
-    models, optims = {}, {}
-    for name, aug in METHODS.items():
-        models[name] = build(aug, args)
-        optims[name] = OptimWrapper(
-            torch.optim.SGD(models[name].parameters(), lr=0.01, momentum=0.9))
-    times = {name: [] for name in METHODS}
-    names = list(METHODS)
-    for step in range(args.warmup + args.steps):
-        batch = make_batch(args, step)
-        order = names if step % 2 == 0 else names[::-1]
-        for name in order:
-            data = dict(
-                inputs=list(batch['inputs']),
-                data_samples=[s.clone() for s in batch['data_samples']])
-            sync(args.device)
-            start = time.perf_counter()
-            models[name].train_step(data, optims[name])
-            sync(args.device)
-            elapsed = time.perf_counter() - start
-            if step >= args.warmup:
-                times[name].append(elapsed)
-    agent = models['rlmix'].rl_agent
-    update_times = time_updates(agent, args)
-    base = statistics.median(times['rmix'])
-    update = statistics.median(update_times)
-    n_steps = RLMIX['n_steps']
-    print(f'{args.backbone}, batch {args.batch_size}, {args.size}px, '
-          f'{args.num_classes} classes, {args.steps} interleaved steps, '
-          f'device {args.device}, torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads')
-    print(f'{"method":<18}{"median s/step":>14}{"x R-Mix":>10}')
-    result = {}
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        result[name] = dict(median_s=med, ratio=med / base, times=ts)
-        print(f'{name:<18}{med:>14.4f}{med / base:>10.3f}')
-    amortised = statistics.median(times['rlmix']) + update / n_steps
-    result['ppo_update'] = dict(median_s=update, times=update_times)
-    result['rlmix_amortised'] = dict(
-        median_s=amortised, ratio=amortised / base)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    result = run(args)
+    print(f'{args.num_classes} classes')
+    print_table(result, args, base_label='R-Mix')
+    n_steps = result['ppo_update']['n_steps']
     print(f'PPO update ({n_steps} transitions, 10 epochs x 4 minibatches): '
-          f'median {update:.3f} s over {len(update_times)}')
+          f'median {result["ppo_update"]["median_s"]:.3f} s over '
+          f'{len(result["ppo_update"]["times"])}')
     print(f'RL-Mix / R-Mix, update amortised over {n_steps} steps: '
-          f'{amortised / base:.3f}')
+          f'{result["rlmix_amortised"]["ratio"]:.3f}')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(args=vars(args), results=result), f, indent=2)
