@@ -5,7 +5,7 @@ Proposed in `RecursiveMix: Mixed Learning with History
 code: https://github.com/implus/RecursiveMix-pytorch.
 """
 import math
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import torch
 from mmengine.logging import MessageHub

@@ -24,21 +24,6 @@ SALIENCY_BN_MODES = ('train', 'eval')
 PARTNERS = ('randperm', 'flip')
 
 
-def _check_levels(levels: Optional[Sequence[float]]) -> Tuple[float, ...]:
-    """:func:`check_quantile_levels` whose every error names the argument
-    (a scalar or a string is not a sequence of levels)."""
-    if isinstance(levels, (str, bytes)):
-        raise TypeError('`quantile_levels` must be None or a sequence of '
-                        f'numbers in [0, 1], got {levels!r}')
-    try:
-        return check_quantile_levels(levels)
-    except (TypeError, ValueError) as e:
-        if '`quantile_levels`' in str(e):
-            raise
-        raise TypeError('`quantile_levels` must be None or a sequence of '
-                        f'numbers in [0, 1], got {levels!r}') from e
-
-
 @BATCH_AUGMENTS.register_module()
 class RMix(ModelBoundAugment):
     r"""R-Mix: saliency-guided mixup with random gradient thresholds.
@@ -93,7 +78,7 @@ class RMix(ModelBoundAugment):
             raise ValueError(f'`alpha` must be a finite number > 0, got '
                              f'{alpha!r}')
         self.grids = check_grids(grids)
-        self.quantile_levels = _check_levels(quantile_levels)
+        self.quantile_levels = check_quantile_levels(quantile_levels)
         if partner not in PARTNERS:
             raise ValueError(f'`partner` must be one of {PARTNERS}, got '
                              f'{partner!r}')

@@ -318,7 +318,13 @@ def check_quantile_levels(levels: Optional[Sequence[float]]
     """Validate quantile levels; ``None`` gives the official ten levels."""
     if levels is None:
         return DEFAULT_QUANTILE_LEVELS
-    levels = tuple(float(q) for q in levels)
+    try:
+        if isinstance(levels, (str, bytes)):
+            raise TypeError
+        levels = tuple(float(q) for q in levels)
+    except (TypeError, ValueError):
+        raise TypeError('`quantile_levels` must be None or a sequence of '
+                        f'numbers in [0, 1], got {levels!r}') from None
     if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
         raise ValueError('`quantile_levels` must be a non-empty sequence of '
                          f'values in [0, 1], got {levels!r}')
