@@ -43,9 +43,9 @@ start=$(date +%s)
 [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PY" -m venv "$VENV"; }
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # mmcv's and mmengine's setup/import code still uses pkg_resources
-"${PIP[@]}" install -q "setuptools<82" wheel
+"${PIP[@]}" install -q --upgrade "setuptools<82" wheel
 log "torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
-"${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
+"${PIP[@]}" install -q "setuptools<82" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
   "mmengine==0.10.7" ninja
 
 pyver=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
@@ -73,6 +73,6 @@ fi
 log "mmpretrain, mmdet, mmsegmentation and mixplugins[$EXTRAS]"
 "${PIP[@]}" install -q -r "$ROOT/requirements.txt"
 "${PIP[@]}" install -q -e "$ROOT[$EXTRAS]"
-"$VENV/bin/python" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, mixplugins"
+"$VENV/bin/python" -W ignore -c "import pkg_resources, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, mixplugins"
 stamp_of > "$VENV/.mixplugins-stamp"
 log "done in $(( $(date +%s) - start )) s"
