@@ -12,8 +12,8 @@ from mmengine.logging import MessageHub
 from mmpretrain.registry import BATCH_AUGMENTS
 from torch import Tensor, nn
 
-from ..core.recursive import INTERPOLATION_MODES, paste_history, sample_box
-from ..core.sampling import check_positive
+from ..core.recursive import (INTERPOLATION_MODES, check_paste_alpha,
+                              paste_history, sample_box)
 from .base import ModelBoundAugment
 
 __all__ = ['RecursiveMix', 'RecursiveMixHistory', 'RecursiveMixStep']
@@ -159,9 +159,7 @@ class RecursiveMix(ModelBoundAugment):
                  interpolation: str = 'nearest',
                  carry_history: bool = False) -> None:
         super().__init__()
-        self.alpha = check_positive('alpha', alpha)
-        if self.alpha > 1:
-            raise ValueError(f'`alpha` must be in (0, 1], got {alpha!r}')
+        self.alpha = check_paste_alpha(alpha)
         if isinstance(omega, bool) or not isinstance(
                 omega, (int, float)) or not 0 <= omega < math.inf:
             raise ValueError(f'`omega` must be a finite number >= 0, got '

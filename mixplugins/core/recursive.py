@@ -21,7 +21,7 @@ from .sampling import check_positive, sample_randint, sample_uniform
 
 __all__ = [
     'Box', 'sample_box', 'paste_history', 'consistency_loss', 'roi_pool_box',
-    'check_box', 'INTERPOLATION_MODES'
+    'check_box', 'check_paste_alpha', 'INTERPOLATION_MODES'
 ]
 
 #: ``(x1, y1, x2, y2)`` in pixels, half-open: columns ``x1:x2``, rows
@@ -44,6 +44,14 @@ def check_box(box: Sequence[int], height: int, width: int) -> Box:
         raise ValueError(f'`box` {(x1, y1, x2, y2)} must satisfy 0 <= x1 <= '
                          f'x2 <= W={width} and 0 <= y1 <= y2 <= H={height}')
     return x1, y1, x2, y2
+
+
+def check_paste_alpha(alpha: float) -> float:
+    """Validate RecursiveMix's ``alpha`` (max paste area fraction, (0, 1])."""
+    alpha = check_positive('alpha', alpha)
+    if alpha > 1:
+        raise ValueError(f'`alpha` must be in (0, 1], got {alpha!r}')
+    return alpha
 
 
 def sample_box(height: int,
@@ -73,9 +81,7 @@ def sample_box(height: int,
     for name, v in (('height', height), ('width', width)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f'`{name}` must be an int >= 1, got {v!r}')
-    alpha = check_positive('alpha', alpha)
-    if alpha > 1:
-        raise ValueError(f'`alpha` must be in (0, 1], got {alpha!r}')
+    alpha = check_paste_alpha(alpha)
     ratio = float(sample_uniform(0.0, alpha, generator=generator)) ** 0.5
     cut_w, cut_h = int(width * ratio), int(height * ratio)
     cx = int(sample_randint(width, generator=generator))

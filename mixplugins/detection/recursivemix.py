@@ -22,8 +22,7 @@ from torch import Tensor, nn
 
 from ..core.boxes import (PASTE_MODES, occlude_boxes, occlude_masks,
                           paste_boxes, paste_images, paste_masks)
-from ..core.recursive import sample_box
-from ..core.sampling import check_positive
+from ..core.recursive import check_paste_alpha, sample_box
 
 __all__ = ['RecursiveMix']
 
@@ -158,9 +157,7 @@ class RecursiveMix(nn.Module):
                  interpolation: str = 'nearest',
                  carry_history: bool = False) -> None:
         super().__init__()
-        self.alpha = check_positive('alpha', alpha)
-        if self.alpha > 1:
-            raise ValueError(f'`alpha` must be in (0, 1], got {alpha!r}')
+        self.alpha = check_paste_alpha(alpha)
         if (isinstance(min_visible, bool)
                 or not isinstance(min_visible,
                                   (int, float)) or not 0 <= min_visible <= 1):

@@ -17,8 +17,7 @@ from mmseg.structures import SegDataSample
 from torch import Tensor, nn
 
 from ..core.boxes import PASTE_MODES, paste_images
-from ..core.recursive import sample_box
-from ..core.sampling import check_positive
+from ..core.recursive import check_paste_alpha, sample_box
 from ..core.seg import paste_seg
 from .data_preprocessor import stack_seg_fields, write_seg_fields
 
@@ -81,9 +80,7 @@ class RecursiveMix(nn.Module):
                  interpolation: str = 'nearest',
                  carry_history: bool = False) -> None:
         super().__init__()
-        self.alpha = check_positive('alpha', alpha)
-        if self.alpha > 1:
-            raise ValueError(f'`alpha` must be in (0, 1], got {alpha!r}')
+        self.alpha = check_paste_alpha(alpha)
         if interpolation not in PASTE_MODES:
             raise ValueError(f'`interpolation` must be one of {PASTE_MODES},'
                              f' got {interpolation!r}')
