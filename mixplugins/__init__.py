@@ -66,7 +66,9 @@ def _install_patches() -> None:
 
 _install_patches()
 _register_adapters()
-try:  # registers MixVisualizationHook in mmengine's HOOKS
-    from . import visualization  # noqa: F401,E402
-except ImportError as e:  # a core-only install without mmengine
-    _MISSING['visualization'] = f'mmengine is not importable ({e})'
+# MixVisualizationHook and ExactResumeHook, in mmengine's HOOKS
+for _module in ('visualization', 'exact_resume'):
+    try:
+        importlib.import_module(f'{__name__}.{_module}')
+    except ImportError as e:  # a core-only install without mmengine
+        _MISSING[_module] = f'mmengine is not importable ({e})'

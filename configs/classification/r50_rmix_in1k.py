@@ -68,6 +68,7 @@ _phase23_pipeline = [
 ]
 
 custom_hooks = [
+    dict(type='ExactResumeHook'),
     dict(
         type='DataloaderSwitchHook',
         phases=[

@@ -21,6 +21,8 @@ _base_ = [
 ]
 
 custom_imports = dict(imports=['mixplugins'], allow_failed_imports=False)
+# exact --resume (RNG, per-rank history, position in the epoch)
+custom_hooks = [dict(type='ExactResumeHook')]
 
 model = dict(data_preprocessor=dict(batch_augments=[
     dict(type='RecursiveMix',

@@ -25,6 +25,8 @@ _base_ = [
 
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mixplugins'], allow_failed_imports=False)
+# exact --resume (RNG, per-rank history, position in the epoch)
+custom_hooks = [dict(type='ExactResumeHook')]
 
 backbone_checkpoint = 'torchvision://resnet50'
 

@@ -32,3 +32,8 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=None, deterministic=False)
+
+# `--resume` continues exactly where the checkpoint was taken: RNG states,
+# per-rank RecursiveMix history / RL-Mix agent, position in the epoch
+# (docs/resume.md).
+custom_hooks = [dict(type='ExactResumeHook')]

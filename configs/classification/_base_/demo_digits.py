@@ -3,6 +3,8 @@
 # a tiny CNN, a few epochs. Each method's config sets `model.train_cfg`.
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mixplugins'], allow_failed_imports=False)
+# exact --resume (RNG, per-rank history, position in the epoch)
+custom_hooks = [dict(type='ExactResumeHook')]
 
 num_classes = 10
 data_root = 'data/digits'

@@ -1,0 +1,351 @@
+"""``ExactResumeHook``: stop at a checkpoint, resume, continue == never stop.
+
+For every stateful method (R-Mix, RL-Mix and RecursiveMix in mmpretrain,
+RecursiveMix in mmdet and in mmseg, CutMix in mmseg) a real mmengine runner
+trains a tiny model with a checkpoint after every iteration and records, per
+iteration, the loss and a hash of every tensor that entered the backbone
+(the mixed batch; R-Mix also feeds its saliency pass). Then runs resume
+from checkpoints taken mid-epoch, at the end of an epoch and after a
+validation, and must record exactly (bitwise, CPU) what the uninterrupted
+run recorded after that point, and end with the same weights.
+
+Control: without the hook (mmengine alone) the same resume differs, so the
+comparison can fail.
+"""
+import copy
+import hashlib
+import os.path as osp
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from PIL import Image
+
+from mixplugins.datasets.synthetic import (SHAPE_CLASSES, make_ade20k_shapes,
+                                           make_coco_shapes)
+from mixplugins.exact_resume import (ExactResumeHook, get_rng_state,
+                                     set_rng_state)
+from mixplugins.utils.launcher import build_runner, init_framework_scope
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TINY_CLS = osp.join(REPO, 'tests', 'test_tools', 'configs',
+                    'tiny_resnet_custom.py')
+
+
+class Recorder(Hook):
+    """Per iteration: the loss and the hashes of the backbone's inputs."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, out: list):
+        self.out = out
+        self._inputs = []
+
+    def before_train(self, runner):
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        model.backbone.register_forward_pre_hook(self._record)
+
+    def _record(self, module, args):
+        if not module.training:  # validation
+            return
+        x = args[0].detach().contiguous().cpu()
+        self._inputs.append(hashlib.sha1(x.numpy().tobytes()).hexdigest())
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        loss = float(sum(v for k, v in outputs.items() if 'loss' in k))
+        self.out.append((runner.iter, loss, tuple(self._inputs)))
+        self._inputs = []
+
+
+# ---------------------------------------------------------------- configs
+def _write_pngs(root, n_per_class=3):
+    rng = np.random.default_rng(0)
+    for split, n in (('train', n_per_class), ('val', 1)):
+        for cls in ('cat', 'dog'):
+            d = osp.join(root, split, cls)
+            import os
+            os.makedirs(d)
+            for i in range(n):
+                img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(img).save(osp.join(d, f'{i}.png'))
+
+
+CLS_AUGMENTS = dict(
+    RMix=dict(type='RMix', grids=(2, 4)),
+    RecursiveMix=dict(type='RecursiveMix'),
+    RLMix=dict(type='RLMix', agent_grid=4, n_steps=2, batch_size=2,
+               n_epochs=1),
+)
+
+
+def cls_config(root, augment):
+    cfg = Config.fromfile(TINY_CLS)
+    cfg.randomness = dict(seed=0)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = root
+    cfg.model.type = 'MixImageClassifier'
+    cfg.model.head.loss = dict(type='CrossEntropyLoss', use_soft=True)
+    cfg.model.train_cfg = dict(augments=[copy.deepcopy(CLS_AUGMENTS[augment])])
+    # pipeline randomness in the main process, so it is restored too
+    cfg.train_dataloader.dataset.pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackInputs')
+    ]
+    # 6 images, batch 2: 3 iterations per epoch; validation after each
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=1)
+    cfg.param_scheduler = dict(
+        type='MultiStepLR', by_epoch=False, milestones=[2], gamma=0.5)
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=1, by_epoch=False)
+    return cfg
+
+
+def det_config(tmp_path):
+    info = make_coco_shapes(str(tmp_path / 'coco'), num_train=6, num_val=1)
+    root = info['data_root'] + '/'
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'detection', 'atss_r50_fpn_rm-det_1x_coco.py'))
+    m = cfg.model
+    m.backbone.update(depth=18, init_cfg=None, frozen_stages=-1)
+    m.neck.update(in_channels=[64, 128, 256, 512], out_channels=16)
+    m.bbox_head.update(num_classes=len(SHAPE_CLASSES), in_channels=16,
+                       feat_channels=16, stacked_convs=1,
+                       norm_cfg=dict(type='GN', num_groups=4,
+                                     requires_grad=True))
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale=(96, 64), keep_ratio=True),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackDetInputs')
+    ]
+    cfg.train_dataloader = dict(
+        batch_size=2, num_workers=0, persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=True),
+        batch_sampler=dict(type='AspectRatioBatchSampler'),
+        dataset=dict(type='CocoDataset', data_root=root,
+                     ann_file=info['train_ann'],
+                     data_prefix=dict(img=info['train_img']),
+                     metainfo=dict(classes=tuple(SHAPE_CLASSES)),
+                     filter_cfg=dict(filter_empty_gt=False),
+                     pipeline=pipeline))
+    _no_val(cfg)
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=2,
+                         val_interval=10)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=1, by_epoch=False)
+    return cfg
+
+
+def seg_config(tmp_path, augment):
+    info = make_ade20k_shapes(str(tmp_path / 'ade'), num_train=4, num_val=1,
+                              sizes=((64, 80), (48, 64)))
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'segmentation',
+                 'upernet_r50_rm-seg_512x512_80k_ade20k.py'))
+    crop = (32, 32)
+    m = cfg.model
+    m.pretrained = None
+    m.data_preprocessor.size = crop
+    m.data_preprocessor.batch_augments = [dict(type=augment)]
+    m.backbone.update(depth=18, init_cfg=None)
+    m.decode_head.update(in_channels=[64, 128, 256, 512], channels=16)
+    m.auxiliary_head.update(in_channels=256, channels=8)
+    cfg.train_dataloader.update(batch_size=2, num_workers=0,
+                                persistent_workers=False)
+    cfg.train_dataloader.dataset.data_root = info['data_root']
+    cfg.train_dataloader.dataset.pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='RandomResize', scale=(64, 32), ratio_range=(0.5, 2.0),
+             keep_ratio=True),
+        dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackSegInputs')
+    ]
+    _no_val(cfg)
+    # iteration based (as the stock UPerNet schedule): 5 iterations
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=5,
+                         val_interval=100)
+    cfg.param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=1e-4,
+                                begin=0, end=5, by_epoch=False)]
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=1, by_epoch=False)
+    return cfg
+
+
+def _no_val(cfg):
+    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
+    cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
+
+
+# ---------------------------------------------------------------- running
+def _train(cfg, work_dir, name, resume_from=None, hook=True):
+    cfg = copy.deepcopy(cfg)
+    cfg.setdefault('randomness', dict(seed=0))
+    cfg.work_dir = str(work_dir)
+    cfg.experiment_name = name  # a fresh logger and message hub per run
+    cfg.launcher = 'none'
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.custom_imports = dict(imports=['mixplugins'])
+    records = []
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
+                        if h['type'] != 'ExactResumeHook']
+    if hook:
+        cfg.custom_hooks.append(dict(type='ExactResumeHook'))
+    if resume_from is not None:
+        cfg.resume = True
+        cfg.load_from = str(resume_from)
+    init_framework_scope(cfg)
+    runner = build_runner(cfg)
+    runner.register_hook(Recorder(records))
+    runner.train()
+    model = runner.model.module if is_model_wrapper(
+        runner.model) else runner.model
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()
+             if isinstance(v, torch.Tensor)}
+    return records, state
+
+
+def _assert_same_tail(full, resumed, start):
+    expected = [r for r in full[0] if r[0] >= start]
+    assert [r[0] for r in resumed[0]] == [r[0] for r in expected]
+    for got, want in zip(resumed[0], expected):
+        assert got == want, f'iteration {want[0]} differs'
+    assert resumed[1].keys() == full[1].keys()
+    for k in full[1]:
+        assert torch.equal(resumed[1][k], full[1][k]), k
+
+
+def _check_resumes(tmp_path, cfg, points, hook=True, name='iter_{}.pth',
+                   per_epoch=1):
+    full = _train(cfg, tmp_path / 'full', 'full', hook=hook)
+    assert len({r[0] for r in full[0]}) == len(full[0]) > max(points)
+    for p in points:
+        ckpt = tmp_path / 'full' / name.format(p // per_epoch)
+        resumed = _train(cfg, tmp_path / f'resume{p}', f'resume{p}',
+                         resume_from=ckpt, hook=hook)
+        _assert_same_tail(full, resumed, start=p)
+    return full
+
+
+@pytest.fixture
+def png_root(tmp_path):
+    root = str(tmp_path / 'data')
+    _write_pngs(root)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('augment', ['RMix', 'RecursiveMix', 'RLMix'])
+def test_classification_resume_is_exact(tmp_path, png_root, augment):
+    # 3 iterations per epoch: 2 = mid-epoch 1; 3 = end of epoch 1, before
+    # its validation; 4 = mid-epoch 2, after a validation
+    full = _check_resumes(tmp_path, cls_config(png_root, augment), (2, 3, 4))
+    # the recorded backbone inputs really are mixed batches that change
+    assert len({r[2] for r in full[0]}) == len(full[0])
+    if augment != 'RecursiveMix':  # R-Mix: saliency pass + training pass
+        assert [len(r[2]) for r in full[0]] == [2] * len(full[0])
+
+
+@pytest.mark.slow
+def test_resume_from_an_epoch_checkpoint_is_exact(tmp_path, png_root):
+    """By-epoch checkpoints are written before the epoch's validation:
+    the validation must not consume the training RNG stream."""
+    cfg = cls_config(png_root, 'RMix')
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    _check_resumes(tmp_path, cfg, (3, ), name='epoch_{}.pth', per_epoch=3)
+
+
+def test_resume_without_a_configured_seed_is_exact(tmp_path, png_root):
+    """``randomness.seed=None``: the resumed runner draws another seed;
+    the hook gives the sampler the checkpoint's so the data order goes on."""
+    cfg = cls_config(png_root, 'RMix')
+    cfg.randomness = dict(seed=None)
+    _check_resumes(tmp_path, cfg, (2, ))
+
+
+def test_without_the_hook_the_resume_differs(tmp_path, png_root):
+    """mmengine alone replays the partial epoch from batch 0 and draws other
+    mixing parameters: the test above can fail."""
+    cfg = cls_config(png_root, 'RMix')
+    full = _train(cfg, tmp_path / 'full', 'full', hook=False)
+    resumed = _train(cfg, tmp_path / 'r', 'r', hook=False,
+                     resume_from=tmp_path / 'full' / 'iter_2.pth')
+    tail = [r for r in full[0] if r[0] >= 2]
+    assert [r[2] for r in resumed[0][:len(tail)]] != [r[2] for r in tail]
+    # 2 trained batches of epoch 1 are trained again: 6 - 2 + 2 iterations
+    assert len(resumed[0]) == len(tail) + 2
+
+
+@pytest.mark.slow
+def test_detection_recursivemix_resume_is_exact(tmp_path):
+    # 6 images, batch 2 (aspect-ratio groups): 3 iterations per epoch
+    _check_resumes(tmp_path, det_config(tmp_path), (2, 4))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('augment', ['RecursiveMix', 'CutMix'])
+def test_segmentation_resume_is_exact(tmp_path, augment):
+    # IterBasedTrainLoop: mmengine's catch-up, then the RNG is restored
+    _check_resumes(tmp_path, seg_config(tmp_path, augment), (3, ))
+
+
+def test_checkpoint_entry_and_load_from_is_not_a_resume(tmp_path, png_root):
+    cfg = cls_config(png_root, 'RecursiveMix')
+    cfg.train_cfg.max_epochs = 1
+    _train(cfg, tmp_path / 'a', 'a')
+    from mixplugins.utils.checkpoint import install_patches
+    install_patches()
+    ckpt = torch.load(str(tmp_path / 'a' / 'iter_2.pth'), map_location='cpu')
+    entry = ckpt['exact_resume']
+    assert entry['world_size'] == 1 and entry['batch_in_epoch'] == 2
+    (rank0, ) = entry['ranks']
+    assert set(rank0['rng']) >= {'random', 'numpy', 'torch'}
+    # the RecursiveMix history is a per-rank module state
+    (name, hist), = rank0['modules'].items()
+    assert 'history' in name.lower() or 'augment' in name.lower(), name
+    # load_from without resume (fine-tuning) starts from iteration 0 and
+    # batch 0 and does not restore the RNG
+    cfg.train_cfg.max_epochs = 1
+    rec = []
+    c = copy.deepcopy(cfg)
+    c.load_from = str(tmp_path / 'a' / 'iter_2.pth')
+    records, _ = _train(c, tmp_path / 'b', 'b')
+    rec.extend(records)
+    assert [r[0] for r in rec] == [0, 1, 2]
+
+
+def test_rng_state_round_trip():
+    state = get_rng_state()
+    a = (np.random.rand(), torch.rand(3), __import__('random').random())
+    set_rng_state(state)
+    b = (np.random.rand(), torch.rand(3), __import__('random').random())
+    assert a[0] == b[0] and torch.equal(a[1], b[1]) and a[2] == b[2]
+
+
+@pytest.mark.parametrize('kwargs', [dict(per_rank_modules=1),
+                                    dict(isolate_val='yes')])
+def test_hook_rejects_bad_arguments(kwargs):
+    with pytest.raises(TypeError, match=next(iter(kwargs))):
+        ExactResumeHook(**kwargs)
+
+
+def test_copying_a_checkpoint_keeps_it(tmp_path, png_root):
+    """The state lives in the checkpoint file itself (no side files)."""
+    cfg = cls_config(png_root, 'RMix')
+    cfg.train_cfg.max_epochs = 1
+    full = _train(cfg, tmp_path / 'a', 'a')
+    shutil.copy(tmp_path / 'a' / 'iter_1.pth', tmp_path / 'copy.pth')
+    shutil.rmtree(tmp_path / 'a')
+    resumed = _train(cfg, tmp_path / 'b', 'b',
+                     resume_from=tmp_path / 'copy.pth')
+    _assert_same_tail(full, resumed, start=1)
