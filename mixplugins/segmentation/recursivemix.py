@@ -8,7 +8,7 @@ results fine-tune an RM-pretrained backbone without mixing; pasting inside
 segmentation training follows the design sketch of ``recursivemix_spec.md``
 §3.1 and is not from the authors (no consistency loss here).
 """
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import MessageHub
@@ -105,13 +105,22 @@ class RecursiveMix(nn.Module):
                 self.clear_history()
             self.epoch = epoch
 
-    def get_extra_state(self) -> Dict[str, Any]:
+    def get_extra_state(self) -> Union[Dict[str, Any], Tensor]:
+        # mmengine's Runner._init_model_weights broadcasts every
+        # state_dict entry from rank 0 under DDP, which fails on None:
+        # an empty history is an empty tensor (as the classifier's).
+        if self.hist_inputs is None:
+            return torch.zeros(0)
         return dict(epoch=self.epoch,
                     inputs=self.hist_inputs,
                     maps=self.hist_maps,
                     shapes=[list(s) for s in self.hist_shapes])
 
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
+    def set_extra_state(self, state: Union[Dict[str, Any],
+                                           Tensor]) -> None:
+        if not isinstance(state, dict):  # an empty history
+            self.clear_history()
+            return
         if not state:
             return
         self.epoch = state.get('epoch')
