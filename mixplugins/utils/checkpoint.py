@@ -1,7 +1,7 @@
 """Checkpoint fixes for mmengine 0.10.7 on current torch.
 
-Two problems of the pinned stack (mmengine 0.10.7 with torch >= 2.6) are
-fixed here, both without touching mmengine's files:
+Three problems of the pinned stack (mmengine 0.10.7 with torch >= 2.6) are
+fixed here, all without touching mmengine's files:
 
 1. **Loading.** Since torch 2.6, ``torch.load`` defaults to
    ``weights_only=True``. mmengine 0.10.7 calls ``torch.load(filename,
@@ -27,11 +27,18 @@ fixed here, both without touching mmengine's files:
    and the strategies import it lazily from ``mmengine.runner`` /
    ``mmengine.runner.checkpoint``).
 
-:func:`install_patches` does both and is safe to call any number of times.
+3. **Finding the latest checkpoint.** ``--resume`` without a path reads
+   ``<work_dir>/last_checkpoint``, which ``CheckpointHook`` writes in place;
+   :func:`find_latest_checkpoint` falls back to the newest complete
+   checkpoint when a killed write left it empty.
+
+:func:`install_patches` does all three and is safe to call any number of
+times.
 """
 import os
 import os.path as osp
 import pickle
+import re
 import sys
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -42,7 +49,8 @@ import torch
 __all__ = [
     'mm_checkpoint_getattr', 'mm_checkpoint_safe_globals',
     'allow_mm_checkpoint_globals', 'atomic_save_checkpoint',
-    'install_atomic_save', 'install_patches'
+    'install_atomic_save', 'find_latest_checkpoint',
+    'install_robust_find_latest', 'install_patches'
 ]
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
@@ -328,8 +336,70 @@ def install_atomic_save() -> None:
             module.save_checkpoint = replacement
 
 
+_CHECKPOINT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+
+
+def find_latest_checkpoint(path: str) -> Optional[str]:
+    """mmengine's ``find_latest_checkpoint``, robust to a killed write.
+
+    mmengine's ``CheckpointHook`` writes the pointer file
+    ``<work_dir>/last_checkpoint`` in place after each checkpoint: a process
+    killed during that write leaves it empty, and a checkpoint deleted by
+    hand leaves it dangling; ``--resume`` then finds nothing (or a missing
+    file) although complete checkpoints are there. This version returns the
+    pointer when it names an existing file (or a non-local URI, which it
+    cannot check), unless an ``epoch_N.pth`` / ``iter_N.pth`` of ``path``
+    was written after it (a kill between the checkpoint and the pointer);
+    without a valid pointer, the most recently written of those
+    (complete by construction: they are written atomically, see
+    :func:`atomic_save_checkpoint`); else None.
+
+    Args:
+        path (str): The work directory.
+
+    Returns:
+        str or None: The checkpoint to resume from.
+    """
+    pointer = osp.join(path, 'last_checkpoint')
+    last = ''
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            last = f.read().strip()
+    if '://' in last:
+        return last
+    try:
+        found = [
+            osp.join(path, n) for n in os.listdir(path)
+            if _CHECKPOINT_NAME.match(n)
+        ]
+    except OSError:
+        found = []
+    valid = bool(last) and osp.isfile(last)
+    if valid:
+        found.append(last)
+    if not found:
+        return None
+    latest = max(found, key=lambda p: os.stat(p).st_mtime_ns)
+    if not valid or not osp.samefile(latest, last):
+        state = 'behind' if valid else 'dangling' if last else 'empty'
+        print(f'[mixplugins] {pointer} is {state} ({last!r}); resuming from '
+              f'the newest checkpoint, {latest}', flush=True)
+    return latest
+
+
+def install_robust_find_latest() -> None:
+    """Use :func:`find_latest_checkpoint` where mmengine's runners look
+    up the checkpoint for ``resume=True`` without a path. Idempotent."""
+    for mod_name in ('mmengine.runner.runner',
+                     'mmengine.runner._flexible_runner'):
+        module = sys.modules.get(mod_name)
+        if module is not None and hasattr(module, 'find_latest_checkpoint'):
+            module.find_latest_checkpoint = find_latest_checkpoint
+
+
 def install_patches() -> None:
-    """Apply both checkpoint fixes (safe-globals and atomic save).
+    """Apply the checkpoint fixes (safe-globals, atomic save, robust
+    ``last_checkpoint`` lookup).
 
     Called when :mod:`mixplugins` is imported; idempotent. Does nothing
     when mmengine is not installed.
@@ -340,3 +410,4 @@ def install_patches() -> None:
         return
     allow_mm_checkpoint_globals()
     install_atomic_save()
+    install_robust_find_latest()
