@@ -66,8 +66,9 @@ def _install_patches() -> None:
 
 _install_patches()
 _register_adapters()
-# MixVisualizationHook and ExactResumeHook, in mmengine's HOOKS
-for _module in ('visualization', 'exact_resume'):
+# MixVisualizationHook and ExactResumeHook in mmengine's HOOKS,
+# CPUAmpOptimWrapper in its OPTIM_WRAPPERS
+for _module in ('visualization', 'exact_resume', 'utils.amp'):
     try:
         importlib.import_module(f'{__name__}.{_module}')
     except ImportError as e:  # a core-only install without mmengine

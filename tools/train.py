@@ -44,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='enable automatic mixed precision (AmpOptimWrapper)')
+        help='enable automatic mixed precision (AmpOptimWrapper; on a '
+        'machine without an accelerator, bfloat16 autocast on the CPU)')
     parser.add_argument(
         '--no-validate',
         action='store_true',
@@ -128,7 +129,10 @@ def main(argv=None) -> None:
     from mixplugins.utils.launcher import (apply_framework_defaults,
                                            build_runner, init_framework_scope)
 
+    from mixplugins.utils.amp import use_cpu_amp_if_needed
+
     cfg = merge_args(Config.fromfile(args.config), args)
+    use_cpu_amp_if_needed(cfg)
     apply_framework_defaults(cfg, init_framework_scope(cfg))
     runner = build_runner(cfg)
     runner.train()

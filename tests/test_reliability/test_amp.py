@@ -5,13 +5,14 @@ accelerator: its ``__init__`` asserts ``is_cuda_available() or
 is_npu_available() or is_mlu_available() or is_musa_available()``
 (``mmengine/optim/optimizer/amp_optimizer_wrapper.py``), although
 ``mmengine.runner.amp.autocast`` itself supports ``device_type='cpu'`` with
-bfloat16. So on the CPU these tests use :class:`BF16OptimWrapper`: an
-``OptimWrapper`` whose ``optim_context`` adds ``torch.autocast('cpu',
-dtype=torch.bfloat16)`` -- where ``AmpOptimWrapper.optim_context`` puts its
-autocast: around the data preprocessor (where the batch augments, and so
-R-Mix's saliency pass, run) and the forward; backward and step outside.
-bfloat16 has float32's exponent range, so no loss scaling is needed (and
-``AmpOptimWrapper``'s ``GradScaler`` disables itself without CUDA anyway).
+bfloat16. So on the CPU these tests use the package's
+:class:`~mixplugins.utils.amp.CPUAmpOptimWrapper` (what ``tools/train.py
+--amp`` uses without an accelerator): an ``OptimWrapper`` whose
+``optim_context`` adds ``torch.autocast('cpu', dtype=torch.bfloat16)`` --
+where ``AmpOptimWrapper.optim_context`` puts its autocast: around the data
+preprocessor (where the batch augments, and so R-Mix's saliency pass, run)
+and the forward; backward and step outside. bfloat16 has float32's exponent
+range, so no loss scaling is needed.
 
 R-Mix's saliency runs under the autocast too. It is shown safe in bf16
 rather than forced to fp32: the loss is taken on float32 logits, the input
@@ -19,17 +20,18 @@ gradient comes back in float32, and the bf16 saliency gives the fp32 grid
 masks on most cells (measured in
 :func:`test_bf16_saliency_gives_the_fp32_masks_on_most_cells`).
 """
-import contextlib
 import importlib.util
 
 import pytest
 import torch
 from mmengine.logging import MessageHub
-from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.config import Config
+from mmengine.optim import AmpOptimWrapper
 from mmengine.optim.optimizer import amp_optimizer_wrapper
 
 import mixplugins  # noqa: F401
 from mixplugins.core.rmix import DEFAULT_QUANTILE_LEVELS, grid_masks
+from mixplugins.utils.amp import CPUAmpOptimWrapper, use_cpu_amp_if_needed
 
 from ._helpers import (cls_batch, cls_model, det_batch, det_model, scope,
                        seg_batch, seg_model)
@@ -37,17 +39,6 @@ from ._helpers import (cls_batch, cls_model, det_batch, det_model, scope,
 HAS_SB3 = importlib.util.find_spec('stable_baselines3') is not None
 needs_sb3 = pytest.mark.skipif(
     not HAS_SB3, reason='RLMix needs the optional stable-baselines3')
-
-
-class BF16OptimWrapper(OptimWrapper):
-    """``AmpOptimWrapper(dtype='bfloat16')`` for the CPU (see the module
-    docstring): the plain wrapper plus bf16 autocast in ``optim_context``."""
-
-    @contextlib.contextmanager
-    def optim_context(self, model):
-        with super().optim_context(model), torch.autocast(
-                'cpu', dtype=torch.bfloat16):
-            yield
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +101,7 @@ def test_three_bf16_steps_are_finite(task, augment):
     dtypes = []
     first_conv.register_forward_hook(
         lambda mod, inp, out: dtypes.append(out.dtype))
-    optim = BF16OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    optim = CPUAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
     steps = []
     with scope(scope_name):
         for seed, data in enumerate(batches):
@@ -189,3 +180,30 @@ def test_bf16_saliency_gives_the_fp32_masks_on_most_cells():
     assert float(torch.stack(corrs).mean()) >= 0.98
     for grid, values in agree.items():
         assert float(torch.stack(values).mean()) >= 0.95, grid
+
+
+# ------------------------------------------------------ the CPU wrapper
+def test_cpu_amp_wrapper_refuses_float16():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match='dtype must be .bfloat16.'):
+        CPUAmpOptimWrapper(optimizer=torch.optim.SGD(params, lr=0.1),
+                           dtype='float16')
+
+
+def test_amp_config_falls_back_to_the_cpu_wrapper(monkeypatch):
+    from mixplugins.utils import amp
+    monkeypatch.setattr(amp, 'has_accelerator', lambda: False)
+    cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper',
+                                         loss_scale='dynamic',
+                                         optimizer=dict(type='SGD', lr=0.1))))
+    assert use_cpu_amp_if_needed(cfg, logger=lambda msg: None)
+    assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16'
+    assert 'loss_scale' not in cfg.optim_wrapper
+    # a plain wrapper is left alone; float16 is refused by name
+    assert not use_cpu_amp_if_needed(Config(dict(optim_wrapper=dict(
+        type='OptimWrapper'))))
+    bad = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper',
+                                         dtype='float16')))
+    with pytest.raises(ValueError, match='optim_wrapper.dtype'):
+        use_cpu_amp_if_needed(bad)

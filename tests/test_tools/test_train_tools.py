@@ -115,6 +115,33 @@ def test_train_resume_and_test(tmp_path, data_root):
         torch.testing.assert_close(res['pred_score'].sum(), torch.tensor(1.))
 
 
+@pytest.mark.slow
+def test_train_amp_on_the_cpu(tmp_path, data_root):
+    """``--amp`` without an accelerator: bfloat16 autocast on the CPU (R-Mix,
+    whose saliency pass runs inside the autocast)."""
+    config = tmp_path / 'tiny_rmix.py'
+    config.write_text(f"""_base_ = [{CONFIG!r}]
+custom_imports = dict(imports=['mixplugins'], allow_failed_imports=False)
+model = dict(
+    type='MixImageClassifier',
+    head=dict(loss=dict(use_soft=True)),
+    train_cfg=dict(augments=[dict(type='RMix')]))
+""")
+    work_dir = tmp_path / 'work'
+    out = _run([
+        sys.executable,
+        osp.join(REPO, 'tools', 'train.py'),
+        str(config), '--amp', '--work-dir',
+        str(work_dir), '--cfg-options'
+    ] + _data_options(data_root), tmp_path)
+    assert 'AmpOptimWrapper -> CPUAmpOptimWrapper' in out
+    losses = [float(v) for v in re.findall(r' loss: ([-\d.]+)', out)]
+    assert len(losses) == 2 and all(np.isfinite(losses)), out[-3000:]
+    ckpt = _load(work_dir / 'iter_2.pth')
+    assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values()
+               if v.is_floating_point())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
