@@ -11,8 +11,10 @@ and the message hub, but three things a mix-up run depends on are lost:
    trained again. (``IterBasedTrainLoop`` loads and discards them.)
 3. **Per-rank state.** ``Runner.save_checkpoint`` runs on rank 0 only, so the
    state that differs between ranks -- the RecursiveMix history (each rank
-   mixes its own previous batch) and the RL-Mix agent -- is rank 0's for
-   every rank after a resume.
+   mixes its own previous batch), the RL-Mix agent and the BatchNorm running
+   statistics (mmengine wraps models with ``broadcast_buffers=False``, so
+   each rank keeps its own, and evaluates its validation shard with them)
+   -- is rank 0's for every rank after a resume.
 
 :class:`ExactResumeHook` fixes the three. With it, a run that is stopped at a
 checkpoint and resumed produces, on CPU, bitwise the same mixed batches,
@@ -21,9 +23,10 @@ test_exact_resume.py``). It needs the same number of processes. What it
 does:
 
 - Every checkpoint gets an ``'exact_resume'`` entry: the world size, the
-  number of batches trained in the current epoch and, for every rank, its RNG
-  states and the ``get_extra_state()`` of every module of the model that
-  defines one (the per-rank states above). Under DDP the ranks' entries are
+  number of batches trained in the current epoch, the train sampler's seed
+  and, for every rank, its RNG states, the ``get_extra_state()`` of every
+  module of the model that defines one and the model's buffers (the
+  per-rank states above). Under DDP the ranks' entries are
   gathered to rank 0 when :class:`~mmengine.hooks.CheckpointHook` saves.
 - On resume each rank takes its own entry: module states are restored before
   training starts; a partially trained epoch starts at the next untrained
@@ -114,6 +117,39 @@ def _stateful_modules(model: nn.Module) -> Dict[str, nn.Module]:
     }
 
 
+def _persistent_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The buffers of ``model`` that its ``state_dict`` holds (BatchNorm
+    running statistics, ...), by their ``state_dict`` key."""
+    if is_model_wrapper(model):
+        model = model.module
+    buffers = {}
+    for prefix, module in model.named_modules():
+        for name, buf in module.named_buffers(recurse=False):
+            if name not in module._non_persistent_buffers_set:
+                buffers[f'{prefix}.{name}' if prefix else name] = buf
+    return buffers
+
+
+def _seeded_sampler(loader):
+    """The sampler of ``loader`` that has an int ``seed`` (mmengine's
+    ``DefaultSampler``, possibly inside a batch sampler), or None."""
+    if loader is None:
+        return None
+    for sampler in (getattr(loader, 'sampler', None),
+                    getattr(getattr(loader, 'batch_sampler', None), 'sampler',
+                            None)):
+        if isinstance(getattr(sampler, 'seed', None), int):
+            return sampler
+    return None
+
+
+def _sampler_seed(runner) -> Optional[int]:
+    """The train sampler's seed, where a train loop is built."""
+    loop = getattr(runner, '_train_loop', None)
+    sampler = _seeded_sampler(getattr(loop, 'dataloader', None))
+    return None if sampler is None else sampler.seed
+
+
 class _SkipFirstBatches:
     """A batch sampler that leaves out the first ``n`` batches of
     ``batch_sampler`` (by index: nothing is loaded for them)."""
@@ -192,7 +228,8 @@ class ExactResumeHook(Hook):
     Args:
         per_rank_modules (bool): Save and restore, per rank, the
             ``get_extra_state()`` of the model's modules that define it
-            (RecursiveMix history, RL-Mix agent). Under DDP the checkpoint
+            (RecursiveMix history, RL-Mix agent) and the model's buffers
+            (BatchNorm running statistics). Under DDP the checkpoint
             then holds one copy per rank (for RecursiveMix on ImageNet:
             world size × one batch of images). Defaults to True.
         isolate_val (bool): Keep validation from consuming the training RNG
@@ -219,13 +256,18 @@ class ExactResumeHook(Hook):
     def _local_state(self, runner) -> Dict[str, Any]:
         rng = self._train_rng if self._train_rng is not None else \
             get_rng_state()
-        modules = {}
+        modules, buffers = {}, {}
         if self.per_rank_modules:
             modules = {
                 name: _to_cpu(m.get_extra_state())
                 for name, m in _stateful_modules(runner.model).items()
             }
-        return dict(rng=_to_cpu(rng), modules=modules)
+            # copies: BatchNorm updates its statistics in place
+            buffers = {
+                k: v.detach().cpu().clone()
+                for k, v in _persistent_buffers(runner.model).items()
+            }
+        return dict(rng=_to_cpu(rng), modules=modules, buffers=buffers)
 
     def _gather(self, runner) -> None:
         """Collective: every rank's state to rank 0 (all ranks call it)."""
@@ -257,6 +299,7 @@ class ExactResumeHook(Hook):
         checkpoint[CHECKPOINT_KEY] = dict(
             world_size=get_world_size(),
             batch_in_epoch=self._batch_in_epoch,
+            sampler_seed=_sampler_seed(runner),
             ranks=ranks)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
@@ -309,7 +352,9 @@ class ExactResumeHook(Hook):
                 'keeps its current RNG and rank 0\'s module states.')
         else:
             state = loaded['ranks'][rank]
-            self._restore_modules(runner, state['modules'])
+            if self.per_rank_modules:
+                self._restore_modules(runner, state['modules'],
+                                      state.get('buffers', {}))
         self._check_data(runner, loaded)
         restore = (lambda: set_rng_state(state['rng'])) if state else \
             (lambda: None)
@@ -332,7 +377,13 @@ class ExactResumeHook(Hook):
                 f'ExactResumeHook: {type(loop).__name__} overrides '
                 'run_epoch; the partially trained epoch restarts at batch 0.')
 
-    def _restore_modules(self, runner, states: Dict[str, Any]) -> None:
+    def _restore_modules(self, runner, states: Dict[str, Any],
+                         buffers: Dict[str, torch.Tensor]) -> None:
+        own = _persistent_buffers(runner.model)
+        with torch.no_grad():
+            for name, value in buffers.items():
+                if name in own and own[name].shape == value.shape:
+                    own[name].copy_(value)
         modules = _stateful_modules(runner.model)
         for name, module_state in states.items():
             if name in modules:
@@ -345,17 +396,20 @@ class ExactResumeHook(Hook):
     @staticmethod
     def _check_data(runner, loaded: Dict[str, Any]) -> None:
         """The sampler's seed decides the data order: take the checkpoint's
-        (mmengine re-seeds the RNGs with it on resume, but the samplers were
-        built before, with ``randomness.seed`` or a fresh random seed)."""
+        (the samplers are built with ``randomness.seed`` or, when it is None
+        or ``diff_rank_seed`` is set, a fresh random seed). Checkpoints of
+        an earlier version of the hook hold no sampler seed; the runner's
+        seed is the sampler's unless ``diff_rank_seed`` was set."""
         loader = runner.train_dataloader
-        sampler = loader.sampler
-        if isinstance(getattr(sampler, 'seed', None), int) and isinstance(
-                loaded['seed'], int) and sampler.seed != loaded['seed']:
+        sampler = _seeded_sampler(loader)
+        seed = loaded.get('sampler_seed', loaded['seed'])
+        if sampler is not None and isinstance(
+                seed, int) and sampler.seed != seed:
             runner.logger.warning(
                 f'ExactResumeHook: the train sampler\'s seed {sampler.seed} '
-                f'is set to the checkpoint\'s, {loaded["seed"]}, so that '
+                f'is set to the checkpoint\'s, {seed}, so that '
                 'the data order continues.')
-            sampler.seed = loaded['seed']
+            sampler.seed = seed
         if loader.num_workers > 0:
             runner.logger.info(
                 'ExactResumeHook: random transforms in data-loader workers '
