@@ -69,7 +69,8 @@ def main(argv=None) -> None:
     from mmengine.config import Config
 
     from mixplugins.utils.launcher import (apply_framework_defaults,
-                                           build_runner, init_framework_scope)
+                                           build_runner, close_process_group,
+                                           init_framework_scope)
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -101,6 +102,7 @@ def main(argv=None) -> None:
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
     runner.test()
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -126,16 +126,17 @@ def main(argv=None) -> None:
     _import_mixplugins()
     from mmengine.config import Config
 
-    from mixplugins.utils.launcher import (apply_framework_defaults,
-                                           build_runner, init_framework_scope)
-
     from mixplugins.utils.amp import use_cpu_amp_if_needed
+    from mixplugins.utils.launcher import (apply_framework_defaults,
+                                           build_runner, close_process_group,
+                                           init_framework_scope)
 
     cfg = merge_args(Config.fromfile(args.config), args)
     use_cpu_amp_if_needed(cfg)
     apply_framework_defaults(cfg, init_framework_scope(cfg))
     runner = build_runner(cfg)
     runner.train()
+    close_process_group()
 
 
 if __name__ == '__main__':

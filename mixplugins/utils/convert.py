@@ -81,7 +81,8 @@ TARGETS = ('classifier', 'backbone')
 #: Top-level state-dict prefixes of a ``MixImageClassifier`` that only
 #: training uses (RecursiveMix consistency head and history; augment state
 #: kept by the data preprocessor, e.g. an RL-Mix agent).
-TRAINING_ONLY_PREFIXES = ('fc_roi.', 'rm_history.', 'data_preprocessor.')
+TRAINING_ONLY_PREFIXES = ('fc_roi.', 'rm_history.', 'rl_agent.',
+                          'data_preprocessor.')
 #: Top-level checkpoint entries that only resuming training needs.
 TRAINING_ONLY_ENTRIES = ('optimizer', 'message_hub', 'param_schedulers',
                          'ema_state_dict', 'scheduler', 'amp', 'scaler')
@@ -522,8 +523,8 @@ def strip_training_parts(checkpoint: Mapping[str, Any]) -> dict:
     """Drop what only training needs from a mixplugins (mmengine)
     checkpoint.
 
-    Removes ``fc_roi.*``, ``rm_history.*`` and ``data_preprocessor.*`` from
-    the state dict (a ``module.`` prefix is stripped first) and every
+    Removes ``fc_roi.*``, ``rm_history.*``, ``rl_agent.*`` and
+    ``data_preprocessor.*`` from the state dict (a ``module.`` prefix is stripped first) and every
     top-level entry but ``state_dict`` and ``meta`` (optimizer, message
     hub, parameter schedulers, EMA state, ...). ``meta`` is kept whole, so
     ``meta.dataset_meta`` (class names) reaches the inferencers.

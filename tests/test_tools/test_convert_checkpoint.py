@@ -656,3 +656,19 @@ def test_unsafe_objects_need_unsafe_load(tmp_path):
                         '--unsafe-load') == 0
     with pytest.raises(FileNotFoundError):
         C.load_source(str(tmp_path / 'missing.pth'))
+
+
+def test_training_only_parts_are_stripped():
+    """The RecursiveMix history and RoI head and the RL-Mix agent are
+    training state: dropped by publishing; the model keys are kept."""
+    from mixplugins.utils.convert import strip_training_parts
+    w = torch.zeros(2)
+    ckpt = dict(state_dict={
+        'backbone.conv.weight': w, 'head.fc.bias': w,
+        'fc_roi.weight': w, 'rm_history._extra_state': w,
+        'rl_agent._extra_state': {'policy': w},
+        'data_preprocessor.mean': w,
+    }, optimizer={}, meta=dict(epoch=1))
+    out = strip_training_parts(ckpt)
+    assert list(out['state_dict']) == ['backbone.conv.weight', 'head.fc.bias']
+    assert out['meta'] == dict(epoch=1) and 'optimizer' not in out
