@@ -192,7 +192,8 @@ default_hooks = dict(checkpoint=dict(interval=2))
 
 
 def _run_tool(tmp_path, stock_config: tuple, diff: str, shrink: str,
-              tool: tuple) -> subprocess.CompletedProcess:
+              tool: tuple, extra_args=(),
+              work_dir='work') -> subprocess.CompletedProcess:
     """Write the configs and the probe into ``tmp_path`` and run the stock
     tool there on ``shrunk.py``."""
     user = tmp_path / 'user.py'
@@ -210,7 +211,7 @@ def _run_tool(tmp_path, stock_config: tuple, diff: str, shrink: str,
     return subprocess.run([
         sys.executable,
         _mim(*tool), 'shrunk.py', '--work-dir',
-        str(tmp_path / 'work')
+        str(tmp_path / work_dir), *extra_args
     ],
                           cwd=str(tmp_path),
                           env=env,
@@ -323,6 +324,52 @@ def test_stock_mmseg_train_upernet_with_augment(tmp_path, augment):
         assert sorted(hist['maps']) == ['gt_sem_seg']
     assert 'mIoU' in rec['val_metrics']
     assert 0.0 <= rec['val_metrics']['mIoU'] <= 100.0
+
+
+@pytest.mark.slow
+def test_stock_mmseg_train_resume_is_exact(tmp_path):
+    """The stock mmseg ``tools/train.py --resume`` with the diff plus
+    ``ExactResumeHook``: a new process loads the checkpoint under torch's
+    default ``weights_only`` loader (``custom_imports`` installs the
+    allow-list) and continues exactly: after 2 + 1 iterations the weights
+    and the RecursiveMix history equal those of 3 uninterrupted ones."""
+    info = make_ade20k_shapes(str(tmp_path / 'ade'),
+                              num_train=6,
+                              num_val=1,
+                              sizes=((64, 80), (48, 64)))
+    diff = SEG_DIFF + "custom_hooks = [dict(type='ExactResumeHook')]\n"
+    shrink = SEG_SHRINK.format(
+        root=info['data_root'], probe_out=str(tmp_path / 'probe.json')
+    ) + ("custom_hooks = [dict(type='ExactResumeHook'), "
+         "dict(type='aug_probe.AugmentProbe', out={!r})]\n"
+         "default_hooks = dict(checkpoint=dict(interval=1))\n").format(
+             str(tmp_path / 'probe.json'))
+
+    def run(work_dir, *args):
+        proc = _run_tool(tmp_path, SEG_CONFIG, diff, shrink, SEG_TRAIN,
+                         extra_args=args, work_dir=work_dir)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-5000:]
+        return out
+
+    run('full', '--cfg-options', 'train_cfg.max_iters=3')
+    run('stopped', '--cfg-options', 'train_cfg.max_iters=2')
+    out = run('stopped', '--resume', '--cfg-options', 'train_cfg.max_iters=3')
+    assert 'resumed epoch: 0, iter: 2' in out, out[-3000:]
+
+    def state(work_dir):
+        ckpt = torch.load(str(tmp_path / work_dir / 'iter_3.pth'),
+                          map_location='cpu', weights_only=False)
+        return ckpt['state_dict']
+
+    full, resumed = state('full'), state('stopped')
+    assert full.keys() == resumed.keys()
+    for k, v in full.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, resumed[k]), k
+    hist = 'data_preprocessor.batch_augments.0._extra_state'
+    assert torch.equal(full[hist]['inputs'], resumed[hist]['inputs'])
+    assert full[hist]['inputs'].abs().sum() > 0
 
 
 def _strip_scope(obj):
