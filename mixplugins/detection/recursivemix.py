@@ -8,7 +8,7 @@ results fine-tune an RM-pretrained backbone without mixing; pasting inside
 detection training follows the design sketch of ``recursivemix_spec.md``
 §3.1 and is not from the authors (no consistency loss here).
 """
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -16,13 +16,13 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import BaseBoxes, HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
-from mmengine.logging import MessageHub
 from mmengine.structures import InstanceData
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..core.boxes import (PASTE_MODES, occlude_boxes, occlude_masks,
-                          paste_boxes, paste_images, paste_masks)
-from ..core.recursive import check_paste_alpha, sample_box
+from ..core.boxes import (occlude_boxes, occlude_masks, paste_boxes,
+                          paste_images, paste_masks)
+from ..core.recursive import sample_box
+from ..paste_history import PasteHistoryAugment
 
 __all__ = ['RecursiveMix']
 
@@ -92,7 +92,7 @@ def _clone(rec: Optional[Record]) -> Optional[Record]:
 
 
 @MODELS.register_module()
-class RecursiveMix(nn.Module):
+class RecursiveMix(PasteHistoryAugment):
     r"""RecursiveMix for detection: paste the previous mixed batch.
 
     Each image of the batch gets one box (RecursiveMix's ``sample_box``,
@@ -151,62 +151,25 @@ class RecursiveMix(nn.Module):
             False.
     """
 
+    HISTORY_FIELDS = dict(hist_samples=list)
+
     def __init__(self,
                  alpha: float = 0.5,
                  min_visible: float = 0.3,
                  interpolation: str = 'nearest',
                  carry_history: bool = False) -> None:
-        super().__init__()
-        self.alpha = check_paste_alpha(alpha)
+        super().__init__(alpha, interpolation, carry_history)
         if (isinstance(min_visible, bool)
                 or not isinstance(min_visible,
                                   (int, float)) or not 0 <= min_visible <= 1):
             raise ValueError('`min_visible` must be a number in [0, 1], got '
                              f'{min_visible!r}')
         self.min_visible = float(min_visible)
-        if interpolation not in PASTE_MODES:
-            raise ValueError(f'`interpolation` must be one of {PASTE_MODES},'
-                             f' got {interpolation!r}')
-        self.interpolation = interpolation
-        if not isinstance(carry_history, bool):
-            raise TypeError('`carry_history` must be a bool, got '
-                            f'{carry_history!r}')
-        self.carry_history = carry_history
-        self.epoch: Optional[int] = None
-        self.hist_inputs: Optional[Tensor] = None
-        self.hist_samples: List[Record] = []
 
-    # ----------------------------------------------------------- history
-    def clear_history(self) -> None:
-        """Forget the stored batch."""
-        self.hist_inputs, self.hist_samples = None, []
+    def _fields_to_state(self) -> Dict[str, Any]:
+        return dict(samples=self.hist_samples)
 
-    def _sync_epoch(self) -> None:
-        epoch = MessageHub.get_current_instance().get_info('epoch')
-        if epoch != self.epoch:
-            if not self.carry_history:
-                self.clear_history()
-            self.epoch = epoch
-
-    def get_extra_state(self) -> Union[Dict[str, Any], Tensor]:
-        # mmengine's Runner._init_model_weights broadcasts every
-        # state_dict entry from rank 0 under DDP, which fails on None:
-        # an empty history is an empty tensor (as the classifier's).
-        if self.hist_inputs is None:
-            return torch.zeros(0)
-        return dict(epoch=self.epoch,
-                    inputs=self.hist_inputs,
-                    samples=self.hist_samples)
-
-    def set_extra_state(self, state: Union[Dict[str, Any],
-                                           Tensor]) -> None:
-        if not isinstance(state, dict):  # an empty history
-            self.clear_history()
-            return
-        if not state:
-            return
-        self.epoch = state.get('epoch')
-        self.hist_inputs = state.get('inputs')
+    def _fields_from_state(self, state: Dict[str, Any]) -> None:
         self.hist_samples = list(state.get('samples') or [])
 
     # ----------------------------------------------------------- mixing

@@ -8,16 +8,16 @@ results fine-tune an RM-pretrained backbone without mixing; pasting inside
 segmentation training follows the design sketch of ``recursivemix_spec.md``
 §3.1 and is not from the authors (no consistency loss here).
 """
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple
 
 import torch
-from mmengine.logging import MessageHub
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..core.boxes import PASTE_MODES, paste_images
-from ..core.recursive import check_paste_alpha, sample_box
+from ..core.boxes import paste_images
+from ..core.recursive import sample_box
+from ..paste_history import PasteHistoryAugment
 from ..core.seg import paste_seg
 from .data_preprocessor import stack_seg_fields, write_seg_fields
 
@@ -36,7 +36,7 @@ def _valid_shapes(data_samples: List[SegDataSample], h: int,
 
 
 @MODELS.register_module()
-class RecursiveMix(nn.Module):
+class RecursiveMix(PasteHistoryAugment):
     r"""RecursiveMix for segmentation: paste the previous mixed batch.
 
     Each image gets one box (RecursiveMix's ``sample_box``, nominal area
@@ -75,56 +75,19 @@ class RecursiveMix(nn.Module):
             False.
     """
 
+    HISTORY_FIELDS = dict(hist_maps=dict, hist_shapes=list)
+
     def __init__(self,
                  alpha: float = 0.5,
                  interpolation: str = 'nearest',
                  carry_history: bool = False) -> None:
-        super().__init__()
-        self.alpha = check_paste_alpha(alpha)
-        if interpolation not in PASTE_MODES:
-            raise ValueError(f'`interpolation` must be one of {PASTE_MODES},'
-                             f' got {interpolation!r}')
-        self.interpolation = interpolation
-        if not isinstance(carry_history, bool):
-            raise TypeError('`carry_history` must be a bool, got '
-                            f'{carry_history!r}')
-        self.carry_history = carry_history
-        self.epoch: Optional[int] = None
-        self.hist_inputs: Optional[Tensor] = None
-        self.hist_maps: Dict[str, Tensor] = {}
-        self.hist_shapes: List[Tuple[int, int]] = []
+        super().__init__(alpha, interpolation, carry_history)
 
-    def clear_history(self) -> None:
-        """Forget the stored batch."""
-        self.hist_inputs, self.hist_maps, self.hist_shapes = None, {}, []
-
-    def _sync_epoch(self) -> None:
-        epoch = MessageHub.get_current_instance().get_info('epoch')
-        if epoch != self.epoch:
-            if not self.carry_history:
-                self.clear_history()
-            self.epoch = epoch
-
-    def get_extra_state(self) -> Union[Dict[str, Any], Tensor]:
-        # mmengine's Runner._init_model_weights broadcasts every
-        # state_dict entry from rank 0 under DDP, which fails on None:
-        # an empty history is an empty tensor (as the classifier's).
-        if self.hist_inputs is None:
-            return torch.zeros(0)
-        return dict(epoch=self.epoch,
-                    inputs=self.hist_inputs,
-                    maps=self.hist_maps,
+    def _fields_to_state(self) -> Dict[str, Any]:
+        return dict(maps=self.hist_maps,
                     shapes=[list(s) for s in self.hist_shapes])
 
-    def set_extra_state(self, state: Union[Dict[str, Any],
-                                           Tensor]) -> None:
-        if not isinstance(state, dict):  # an empty history
-            self.clear_history()
-            return
-        if not state:
-            return
-        self.epoch = state.get('epoch')
-        self.hist_inputs = state.get('inputs')
+    def _fields_from_state(self, state: Dict[str, Any]) -> None:
         self.hist_maps = dict(state.get('maps') or {})
         self.hist_shapes = [tuple(s) for s in state.get('shapes') or []]
 
@@ -190,7 +153,3 @@ class RecursiveMix(nn.Module):
         self.hist_maps = {k: v.detach().clone() for k, v in maps.items()}
         self.hist_shapes = shapes
         return mixed, data_samples
-
-    def extra_repr(self) -> str:
-        return (f'alpha={self.alpha}, interpolation={self.interpolation!r}, '
-                f'carry_history={self.carry_history}')
