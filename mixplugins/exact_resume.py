@@ -259,15 +259,12 @@ class ExactResumeHook(Hook):
         modules, buffers = {}, {}
         if self.per_rank_modules:
             modules = {
-                name: _to_cpu(m.get_extra_state())
+                name: m.get_extra_state()
                 for name, m in _stateful_modules(runner.model).items()
             }
-            # copies: BatchNorm updates its statistics in place
-            buffers = {
-                k: v.detach().cpu().clone()
-                for k, v in _persistent_buffers(runner.model).items()
-            }
-        return dict(rng=_to_cpu(rng), modules=modules, buffers=buffers)
+            buffers = _persistent_buffers(runner.model)
+        # CPU tensors: gathered (pickled) or saved right away, never kept
+        return _to_cpu(dict(rng=rng, modules=modules, buffers=buffers))
 
     def _gather(self, runner) -> None:
         """Collective: every rank's state to rank 0 (all ranks call it)."""
@@ -324,10 +321,7 @@ class ExactResumeHook(Hook):
         entry = checkpoint.get(CHECKPOINT_KEY, None)
         if entry is None:
             return
-        self._loaded = dict(
-            entry,
-            iter=checkpoint['meta'].get('iter'),
-            seed=checkpoint['meta'].get('seed'))
+        self._loaded = dict(entry, iter=checkpoint['meta'].get('iter'))
 
     def before_train(self, runner) -> None:
         if get_world_size() > 1:
@@ -397,12 +391,10 @@ class ExactResumeHook(Hook):
     def _check_data(runner, loaded: Dict[str, Any]) -> None:
         """The sampler's seed decides the data order: take the checkpoint's
         (the samplers are built with ``randomness.seed`` or, when it is None
-        or ``diff_rank_seed`` is set, a fresh random seed). Checkpoints of
-        an earlier version of the hook hold no sampler seed; the runner's
-        seed is the sampler's unless ``diff_rank_seed`` was set."""
+        or ``diff_rank_seed`` is set, a fresh random seed)."""
         loader = runner.train_dataloader
         sampler = _seeded_sampler(loader)
-        seed = loaded.get('sampler_seed', loaded['seed'])
+        seed = loaded['sampler_seed']
         if sampler is not None and isinstance(
                 seed, int) and sampler.seed != seed:
             runner.logger.warning(
