@@ -32,17 +32,18 @@ All kernels are stateless, out of place, keep the device and dtype of their
 inputs, and are vectorised over the batch (images) or the instances (boxes
 and masks).
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sampling import sample_randint
+from .checks import (check_box, check_float_boxes, check_fraction,
+                     check_images, check_int_boxes)
 
 __all__ = [
     'PASTE_MODES', 'paste_images', 'paste_boxes', 'occlude_boxes',
-    'paste_masks', 'occlude_masks', 'sample_cutmix_box', 'box_area'
+    'paste_masks', 'occlude_masks', 'box_area', 'CutMixParams'
 ]
 
 #: Resize modes of :func:`paste_images`.
@@ -52,40 +53,23 @@ BoxesLike = Union[Tensor, Sequence[Sequence[int]]]
 BoxLike = Union[Tensor, Sequence[int]]
 
 
-def _check_tensor(name: str, x: Tensor, dims: Tuple[int, ...]) -> None:
-    if not isinstance(x, Tensor) or x.dim() not in dims:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f'`{name}` must be a {" or ".join(map(str, dims))}-D'
-                         f' tensor, got {shape}')
+class CutMixParams(NamedTuple):
+    """What one CutMix step (segmentation) drew.
 
+    Kept as ``last_params`` by :class:`~mixplugins.segmentation.SegCutMix`:
+    ``paste_images(inputs, inputs[index], boxes, boxes)`` (and
+    ``paste_seg`` on the label maps) reproduces its output.
 
-def _as_int_boxes(name: str, boxes: BoxesLike, n: int, height: int,
-                  width: int) -> Tensor:
-    """Validate ``(n, 4)`` integer boxes inside an ``height x width`` image.
-
-    Returns a CPU long tensor (boxes given on an accelerator are copied to
-    the CPU, which synchronises with it).
+    Attributes:
+        boxes (Tensor): (B, 4) int64 box ``(x1, y1, x2, y2)`` of each image
+            (one box per batch, repeated).
+        lam (Tensor): (B,) float32 kept fraction of each image (corrected
+            for the clipped box).
+        index (Tensor): (B,) int64 partner whose box region is pasted.
     """
-    try:
-        t = torch.as_tensor(boxes).cpu()
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f'`{name}` must be ({n}, 4) integers, got '
-                         f'{boxes!r}') from None
-    if t.shape != (n, 4):
-        raise ValueError(f'`{name}` must have shape ({n}, 4), got '
-                         f'{tuple(t.shape)}')
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        if not bool((t == t.round()).all()):
-            raise ValueError(f'`{name}` must hold integers, got {t.tolist()}')
-    t = t.long()
-    x1, y1, x2, y2 = t.unbind(1)
-    ok = ((0 <= x1) & (x1 <= x2) & (x2 <= width) & (0 <= y1) & (y1 <= y2)
-          & (y2 <= height))
-    if not bool(ok.all()):
-        bad = t[~ok].tolist()
-        raise ValueError(f'`{name}` rows must satisfy 0 <= x1 <= x2 <= '
-                         f'{width} and 0 <= y1 <= y2 <= {height}, got {bad}')
-    return t
+    boxes: Tensor
+    lam: Tensor
+    index: Tensor
 
 
 def _axis_index(positions: Tensor, start: Tensor, size: Tensor,
@@ -159,8 +143,8 @@ def paste_images(inputs: Tensor,
     Returns:
         Tensor: The pasted images, shape, dtype and device of ``inputs``.
     """
-    _check_tensor('inputs', inputs, (3, 4))
-    _check_tensor('sources', sources, (inputs.dim(), ))
+    check_images('inputs', inputs, (3, 4))
+    check_images('sources', sources, (inputs.dim(), ))
     if mode not in PASTE_MODES:
         raise ValueError(f'`mode` must be one of {PASTE_MODES}, got {mode!r}')
     squeeze = inputs.dim() == 3
@@ -174,11 +158,11 @@ def paste_images(inputs: Tensor,
     if mode == 'bilinear' and not inputs.is_floating_point():
         raise TypeError(f'`mode`=\'bilinear\' needs floating images, got '
                         f'{inputs.dtype}')
-    box = _as_int_boxes('boxes', boxes, n, h, w)
+    box = check_int_boxes('boxes', boxes, n, h, w)
     if src_boxes is None:
         src = torch.tensor([0, 0, ws, hs]).expand(n, 4)
     else:
-        src = _as_int_boxes('src_boxes', src_boxes, n, hs, ws)
+        src = check_int_boxes('src_boxes', src_boxes, n, hs, ws)
         empty_src = (src[:, 2] == src[:, 0]) | (src[:, 3] == src[:, 1])
         empty_dst = (box[:, 2] == box[:, 0]) | (box[:, 3] == box[:, 1])
         if bool((empty_src & ~empty_dst).any()):
@@ -228,27 +212,6 @@ def box_area(boxes: Tensor) -> Tensor:
     return wh[..., 0] * wh[..., 1]
 
 
-def _check_boxes(name: str, boxes: Tensor) -> None:
-    if (not isinstance(boxes, Tensor) or boxes.dim() != 2
-            or boxes.shape[-1] != 4 or not boxes.is_floating_point()):
-        shape = (tuple(boxes.shape)
-                 if isinstance(boxes, Tensor) else type(boxes).__name__)
-        raise ValueError(f'`{name}` must be a float (k, 4) xyxy tensor, got '
-                         f'{shape}')
-
-
-def _check_box(name: str, box: BoxLike) -> Tuple[float, float, float, float]:
-    try:
-        x1, y1, x2, y2 = (float(v) for v in box)
-    except (TypeError, ValueError):
-        raise ValueError(f'`{name}` must be four numbers (x1, y1, x2, y2), '
-                         f'got {box!r}') from None
-    if not (x1 <= x2 and y1 <= y2):
-        raise ValueError(f'`{name}` must satisfy x1 <= x2 and y1 <= y2, got '
-                         f'{(x1, y1, x2, y2)}')
-    return x1, y1, x2, y2
-
-
 def paste_boxes(hist_boxes: Tensor,
                 hist_size: Tuple[int, int],
                 box: BoxLike,
@@ -277,7 +240,7 @@ def paste_boxes(hist_boxes: Tensor,
         Tensor: (k, 4) boxes in the current image, dtype and device of
         ``hist_boxes``.
     """
-    _check_boxes('hist_boxes', hist_boxes)
+    check_float_boxes('hist_boxes', hist_boxes)
     try:
         h, w = (int(v) for v in hist_size)
     except (TypeError, ValueError):
@@ -285,8 +248,8 @@ def paste_boxes(hist_boxes: Tensor,
                          f'{hist_size!r}') from None
     if h < 1 or w < 1:
         raise ValueError(f'`hist_size` must be >= 1, got {(h, w)}')
-    x1, y1, x2, y2 = _check_box('box', box)
-    sx1, sy1, sx2, sy2 = _check_box('src_box',
+    x1, y1, x2, y2 = check_box('box', box)
+    sx1, sy1, sx2, sy2 = check_box('src_box',
                                     (0, 0, w,
                                      h) if src_box is None else src_box)
     if sx2 == sx1 or sy2 == sy1:
@@ -329,13 +292,9 @@ def occlude_boxes(boxes: Tensor, box: BoxLike,
         tuple[Tensor, Tensor]: The clipped (k, 4) boxes (dtype and device of
         ``boxes``, dropped rows included) and the (k,) bool ``keep`` mask.
     """
-    _check_boxes('boxes', boxes)
-    px1, py1, px2, py2 = _check_box('box', box)
-    if (isinstance(min_visible, bool)
-            or not isinstance(min_visible,
-                              (int, float)) or not 0 <= min_visible <= 1):
-        raise ValueError(f'`min_visible` must be a number in [0, 1], got '
-                         f'{min_visible!r}')
+    check_float_boxes('boxes', boxes)
+    px1, py1, px2, py2 = check_box('box', box)
+    min_visible = check_fraction('min_visible', min_visible)
     ax1, ay1, ax2, ay2 = boxes.unbind(1)
     if px2 == px1 or py2 == py1 or boxes.shape[0] == 0:
         return boxes.clone(), boxes.new_ones(boxes.shape[0], dtype=torch.bool)
@@ -388,7 +347,7 @@ def paste_masks(hist_masks: Tensor,
     Returns:
         Tensor: (k, H, W) masks, dtype and device of ``hist_masks``.
     """
-    _check_tensor('hist_masks', hist_masks, (3, ))
+    check_images('hist_masks', hist_masks, (3, ))
     if mode not in PASTE_MODES[:2]:
         raise ValueError(f'`mode` must be one of {PASTE_MODES[:2]}, got '
                          f'{mode!r}')
@@ -399,8 +358,8 @@ def paste_masks(hist_masks: Tensor,
                          f'{(hs, ws)}')
     oh, ow = (int(v) for v in out_size)
     src = [0, 0, w, h] if src_box is None else [int(v) for v in src_box]
-    dst = _as_int_boxes('box', [[int(v) for v in box]], 1, oh, ow)[0]
-    _as_int_boxes('src_box', [src], 1, h, w)
+    dst = check_int_boxes('box', [[int(v) for v in box]], 1, oh, ow)[0]
+    check_int_boxes('src_box', [src], 1, h, w)
     canvas = hist_masks.new_zeros((k, oh, ow))
     x1, y1, x2, y2 = dst.tolist()
     if k == 0 or x2 == x1 or y2 == y1:
@@ -427,42 +386,8 @@ def occlude_masks(masks: Tensor, box: BoxLike) -> Tensor:
     Returns:
         Tensor: Masks with the box zeroed, dtype and device of ``masks``.
     """
-    _check_tensor('masks', masks, (3, ))
+    check_images('masks', masks, (3, ))
     x1, y1, x2, y2 = (int(v) for v in box)
     out = masks.clone()
     out[:, max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = 0
     return out
-
-
-def sample_cutmix_box(
-    height: int,
-    width: int,
-    lam: float,
-    generator: Optional[torch.Generator] = None
-) -> Tuple[Tuple[int, int, int, int], float]:
-    r"""Draw CutMix's box for a kept fraction ``lam`` (mmpretrain's rule).
-
-    Side ratio :math:`\sqrt{1-\lambda}`, sides ``int(H * ratio)`` and
-    ``int(W * ratio)``, a uniform centre, the box ``[c - cut // 2, c + cut //
-    2]`` clipped to the image (mmpretrain ``CutMix.rand_bbox``); the
-    returned ``lam`` is recomputed from the clipped area (``correct_lam``).
-
-    Args:
-        height (int): Image height, >= 1.
-        width (int): Image width, >= 1.
-        lam (float): Nominal kept fraction, in [0, 1].
-        generator (torch.Generator, optional): CPU generator. Defaults to
-            None (the global RNG).
-
-    Returns:
-        tuple: ``((x1, y1, x2, y2), lam)`` with the corrected ``lam``.
-    """
-    if not 0 <= float(lam) <= 1:
-        raise ValueError(f'`lam` must be in [0, 1], got {lam!r}')
-    ratio = (1.0 - float(lam))**0.5
-    cut_h, cut_w = int(height * ratio), int(width * ratio)
-    cy = int(sample_randint(height, generator=generator))
-    cx = int(sample_randint(width, generator=generator))
-    y1, y2 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
-    x1, x2 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-    return (x1, y1, x2, y2), 1.0 - (y2 - y1) * (x2 - x1) / (height * width)

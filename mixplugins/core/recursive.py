@@ -11,17 +11,19 @@ the visible area :math:`\lambda`; the last feature map is RoI-aligned over the
 box (:func:`roi_pool_box`) and a second linear head is trained to predict the
 history's (detached) softmax there (:func:`consistency_loss`).
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sampling import check_positive, sample_randint, sample_uniform
+from .checks import check_int_boxes, check_paste_alpha
+from .sampling import rand_bbox, sample_uniform
 
 __all__ = [
-    'Box', 'sample_box', 'paste_history', 'consistency_loss', 'roi_pool_box',
-    'check_box', 'check_paste_alpha', 'INTERPOLATION_MODES'
+    'Box', 'RecursiveMixParams', 'sample_box', 'paste_history',
+    'consistency_loss', 'roi_pool_box', 'check_paste_alpha',
+    'INTERPOLATION_MODES'
 ]
 
 #: ``(x1, y1, x2, y2)`` in pixels, half-open: columns ``x1:x2``, rows
@@ -33,64 +35,65 @@ INTERPOLATION_MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic',
                        'area')
 
 
-def check_box(box: Sequence[int], height: int, width: int) -> Box:
-    """Validate a paste box against an image size; return it as ints."""
-    try:
-        x1, y1, x2, y2 = (int(v) for v in box)
-    except (TypeError, ValueError):
-        raise ValueError('`box` must be four ints (x1, y1, x2, y2), got '
-                         f'{box!r}') from None
-    if not (0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height):
-        raise ValueError(f'`box` {(x1, y1, x2, y2)} must satisfy 0 <= x1 <= '
-                         f'x2 <= W={width} and 0 <= y1 <= y2 <= H={height}')
-    return x1, y1, x2, y2
+class RecursiveMixParams(NamedTuple):
+    """What one RecursiveMix step drew: the paste of each image.
+
+    Kept as ``last_params`` by the classification, detection and
+    segmentation ``RecursiveMix``. When nothing was pasted (empty history,
+    the first step of an epoch) the boxes are all zero, ``lam`` is 1 and
+    ``index`` is ``arange(B)``.
+
+    Attributes:
+        boxes (Tensor): (B, 4) int64 paste boxes ``(x1, y1, x2, y2)`` in the
+            current images (classification: one box repeated B times).
+        lam (Tensor): (B,) float32 visible fraction of each current image
+            (of its valid area ``img_shape`` in detection/segmentation).
+        index (Tensor): (B,) int64 history row pasted into each image (the
+            history is cycled when it is smaller than the batch).
+        src_boxes (Tensor): (B, 4) int64 region of that history image that
+            was resized into the box (its whole valid area).
+    """
+    boxes: Tensor
+    lam: Tensor
+    index: Tensor
+    src_boxes: Tensor
 
 
-def check_paste_alpha(alpha: float) -> float:
-    """Validate RecursiveMix's ``alpha`` (max paste area fraction, (0, 1])."""
-    alpha = check_positive('alpha', alpha)
-    if alpha > 1:
-        raise ValueError(f'`alpha` must be in (0, 1], got {alpha!r}')
-    return alpha
-
-
-def sample_box(height: int,
-               width: int,
+def sample_box(height: Union[int, Tensor],
+               width: Union[int, Tensor],
                alpha: float,
-               generator: Optional[torch.Generator] = None) -> Box:
+               generator: Optional[torch.Generator] = None,
+               *,
+               count: Optional[int] = None) -> Union[Box, Tensor]:
     r"""Draw RecursiveMix's paste box (the official ``rand_bbox``).
 
     The nominal area fraction is :math:`u \sim U(0, \alpha)` (not a Beta
-    draw), each side is :math:`\lfloor \text{side} \cdot \sqrt{u} \rfloor`,
-    the centre is uniform over the pixels, and the box
-    ``[c - cut // 2, c + cut // 2]`` is clipped to the image on each axis (so
-    it can be smaller, non-square, or empty at the borders). Unlike the
-    official code, height and width are not swapped.
+    draw); the box is :func:`~mixplugins.core.sampling.rand_bbox` of that
+    area: each side :math:`\lfloor \text{side} \cdot \sqrt{u} \rfloor`, the
+    centre uniform over the pixels, clipped to the image on each axis (so it
+    can be smaller, non-square, or empty at the borders).
 
     Args:
-        height (int): Image height H, >= 1.
-        width (int): Image width W, >= 1.
+        height (int | Tensor): Image height H >= 1 (or (count,) heights).
+        width (int | Tensor): Image width W >= 1 (or (count,) widths).
         alpha (float): Maximum nominal area fraction, in (0, 1].
         generator (torch.Generator, optional): CPU generator. Defaults to
             None (the global RNG).
+        count (int, optional): Number of boxes, each with its own ``u``.
+            Defaults to None (one box).
 
     Returns:
-        tuple[int, int, int, int]: ``(x1, y1, x2, y2)`` with
-        ``0 <= x1 <= x2 <= W`` and ``0 <= y1 <= y2 <= H``.
+        tuple[int, int, int, int] | Tensor: ``(x1, y1, x2, y2)`` with
+        ``0 <= x1 <= x2 <= W`` and ``0 <= y1 <= y2 <= H``; a (count, 4)
+        int64 tensor when ``count`` is given.
     """
-    for name, v in (('height', height), ('width', width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f'`{name}` must be an int >= 1, got {v!r}')
     alpha = check_paste_alpha(alpha)
-    ratio = float(sample_uniform(0.0, alpha, generator=generator)) ** 0.5
-    cut_w, cut_h = int(width * ratio), int(height * ratio)
-    cx = int(sample_randint(width, generator=generator))
-    cy = int(sample_randint(height, generator=generator))
-    x1 = min(max(cx - cut_w // 2, 0), width)
-    x2 = min(max(cx + cut_w // 2, 0), width)
-    y1 = min(max(cy - cut_h // 2, 0), height)
-    y2 = min(max(cy + cut_h // 2, 0), height)
-    return x1, y1, x2, y2
+    size = () if count is None else (count, )
+    area = sample_uniform(0.0, alpha, size, generator=generator)
+    boxes = rand_bbox(height, width, area, count=count, generator=generator)
+    if count is None:
+        return tuple(int(v) for v in boxes)
+    return boxes
 
 
 def paste_history(inputs: Tensor,
@@ -148,7 +151,7 @@ def paste_history(inputs: Tensor,
     if mode not in INTERPOLATION_MODES:
         raise ValueError(f'`mode` must be one of {INTERPOLATION_MODES}, got '
                          f'{mode!r}')
-    x1, y1, x2, y2 = check_box(box, h, w)
+    x1, y1, x2, y2 = check_int_boxes('box', [box], 1, h, w)[0].tolist()
     mixed = inputs.clone()
     bh, bw = y2 - y1, x2 - x1
     if bh == 0 or bw == 0:

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mixplugins.core.boxes import (box_area, occlude_boxes, occlude_masks,
-                                   paste_boxes, paste_images, paste_masks,
-                                   sample_cutmix_box)
+                                   paste_boxes, paste_images, paste_masks)
 
 
 def _reference_paste(inputs, sources, boxes, src_boxes, mode):
@@ -278,17 +277,3 @@ def test_occlude_masks_zeroes_box_only():
     assert not out[:, 1:4, 2:].any() and masks.all()
 
 
-def test_sample_cutmix_box_bounds_lam_and_seed():
-    for lam in (0.0, 0.3, 0.9, 1.0):
-        g1 = torch.Generator().manual_seed(11)
-        g2 = torch.Generator().manual_seed(11)
-        for _ in range(50):
-            box, lam_c = sample_cutmix_box(17, 23, lam, generator=g1)
-            assert sample_cutmix_box(17, 23, lam, generator=g2) == (box, lam_c)
-            x1, y1, x2, y2 = box
-            assert 0 <= x1 <= x2 <= 23 and 0 <= y1 <= y2 <= 17
-            assert lam_c == pytest.approx(1 - (x2 - x1) * (y2 - y1) / 391)
-            assert lam_c >= lam - 1e-9  # clipping only shrinks the box
-    assert sample_cutmix_box(8, 8, 1.0)[1] == 1.0
-    with pytest.raises(ValueError, match='lam'):
-        sample_cutmix_box(8, 8, 1.5)

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from mixplugins.core.sampling import (check_positive, sample_beta,
-                                      sample_choice, sample_randint,
-                                      sample_uniform)
+from mixplugins.core.checks import check_positive
+from mixplugins.core.sampling import (rand_bbox, sample_beta, sample_choice,
+                                      sample_randint, sample_uniform)
 
 
 def _ks_statistic(samples: torch.Tensor, cdf) -> float:
@@ -127,3 +127,70 @@ def test_sample_randint_and_choice_cover_their_range():
     assert set(picks) == set(choices)
     counts = [picks.count(c) for c in choices]
     assert min(counts) > 60  # about 100 each
+
+
+# ----------------------------------------------------------------- rand_bbox
+def _official_box(height, width, area, cy, cx):
+    """CutMix's rand_bbox for a given centre (mmpretrain / timm, numpy)."""
+    ratio = math.sqrt(area)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    y1, y2 = min(max(cy - cut_h // 2, 0), height), min(cy + cut_h // 2, height)
+    x1, x2 = min(max(cx - cut_w // 2, 0), width), min(cx + cut_w // 2, width)
+    return [x1, y1, x2, y2]
+
+
+def test_rand_bbox_equals_the_official_rule_for_its_centre():
+    g = torch.Generator().manual_seed(3)
+    for area in (0.0, 0.1, 0.37, 0.5, 1.0):
+        for _ in range(40):
+            state = g.get_state()
+            box = rand_bbox(17, 23, area, generator=g)
+            g2 = torch.Generator()
+            g2.set_state(state)
+            u = torch.rand((2, 1), generator=g2, dtype=torch.float64)
+            cy, cx = int(u[0, 0] * 17), int(u[1, 0] * 23)
+            assert box.tolist() == _official_box(17, 23, area, cy, cx)
+
+
+def test_rand_bbox_count_equals_a_loop_over_boxes():
+    g = torch.Generator().manual_seed(5)
+    heights = torch.tensor([5, 17, 32, 1])
+    widths = torch.tensor([9, 23, 32, 4])
+    area = torch.tensor([0.2, 0.5, 0.9, 1.0], dtype=torch.float64)
+    state = g.get_state()
+    boxes = rand_bbox(heights, widths, area, count=4, generator=g)
+    g.set_state(state)
+    u = torch.rand((2, 4), generator=g, dtype=torch.float64)
+    for i in range(4):
+        h, w = int(heights[i]), int(widths[i])
+        cy, cx = int(u[0, i] * h), int(u[1, i] * w)
+        expected = _official_box(h, w, float(area[i]), cy, cx)
+        assert boxes[i].tolist() == expected
+    assert boxes.dtype == torch.int64 and boxes.shape == (4, 4)
+
+
+def test_rand_bbox_bounds_and_seed():
+    g1 = torch.Generator().manual_seed(11)
+    g2 = torch.Generator().manual_seed(11)
+    b1 = rand_bbox(17, 23, torch.rand(500, dtype=torch.float64), count=500,
+                   generator=g1)
+    b2 = rand_bbox(17, 23, b1.new_zeros(500).double() + 0.5, count=500,
+                   generator=g2)
+    x1, y1, x2, y2 = b1.unbind(1)
+    assert ((0 <= x1) & (x1 <= x2) & (x2 <= 23)).all()
+    assert ((0 <= y1) & (y1 <= y2) & (y2 <= 17)).all()
+    assert not torch.equal(b1, b2)  # the area matters
+    empty = rand_bbox(8, 8, 0.0)
+    assert empty[2:].tolist() == empty[:2].tolist()  # zero area: empty box
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(height=8, width=8, area=1.5), 'area'),
+    (dict(height=0, width=8, area=0.5), 'height'),
+    (dict(height=8, width=True, area=0.5), 'width'),
+    (dict(height=8, width=8, area=0.5, count=0), 'count'),
+    (dict(height=torch.tensor([4, 4]), width=8, area=0.5, count=3), 'height'),
+])
+def test_rand_bbox_refuses_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rand_bbox(**kwargs)
