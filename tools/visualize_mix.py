@@ -5,13 +5,14 @@ Builds the config's train dataloader and data preprocessor (for mmpretrain
 configs the whole model, which R-Mix's saliency pass and RecursiveMix's
 history need; random initialisation unless ``--checkpoint``), runs real
 batches through the preprocessor in training mode inside
-:func:`mixplugins.visualization.record_mix`, and writes one PNG grid per
-batch and augment to ``--output-dir``: the inputs; R-Mix's saliency maps
-and grid masks; RecursiveMix's paste boxes and the history being pasted;
-the mixed batch with its top-k class names and label weights
-(classification), boxes and class names (detection) or colour-coded label
-maps (segmentation). Images are denormalised with the preprocessor's mean
-and std.
+:func:`mixplugins.engine.visualization.record_mix` (torch hooks on the
+preprocessor; each augment's ``last_params`` record), and writes one PNG
+grid per batch and augment to ``--output-dir``: the inputs; R-Mix's
+saliency maps and grid masks; RecursiveMix's paste boxes and the history
+being pasted; the pixels other augments changed; the mixed batch with its
+top-k class names and label weights (classification), boxes and class
+names (detection) or colour-coded label maps (segmentation). Images are
+denormalised with the preprocessor's mean and std.
 
 R-Mix: `Expeditious Saliency-guided Mix-up through Random Gradient
 Thresholding <https://arxiv.org/abs/2212.04875>`_ (Luu et al., 2023).
@@ -123,7 +124,7 @@ def prepare_demo_data(cfg) -> Optional[str]:
     Returns:
         str | None: The folder written, or None.
     """
-    from mixplugins.visualization import inner_dataset_cfg
+    from mixplugins.engine.visualization import inner_dataset_cfg
 
     dataset = inner_dataset_cfg(cfg.train_dataloader.get('dataset'))
     if not isinstance(dataset, dict):
@@ -173,22 +174,28 @@ def build_parts(cfg, scope: str, checkpoint: Optional[str], device: str):
 
 
 def _has_history(model, pre) -> bool:
-    from mixplugins.visualization import iter_batch_augments
+    from mixplugins.engine.visualization import iter_batch_augments
 
     if getattr(model, 'rm_history', None) is not None:
         return True
-    return any(
-        hasattr(aug, 'clear_history') for aug in iter_batch_augments(pre))
+    for aug in iter_batch_augments(pre):
+        try:
+            if getattr(aug, 'history', None) is not None:
+                return True
+        except RuntimeError:  # an augment not bound to its model
+            continue
+    return False
 
 
 def _summary(recording) -> List[str]:
     lines = []
     for call in recording.calls:
-        changed = call.mixed is not None and not bool(
+        changed = call.mixed.shape != call.inputs.shape or not bool(
             (call.mixed == call.inputs).all())
-        taps = ', '.join(sorted(call.taps)) or 'no kernel recorded'
+        record = (type(call.params).__name__
+                  if call.params is not None else 'no record')
         lines.append(f'{call.name}: {"mixed" if changed else "unchanged"} '
-                     f'({taps})')
+                     f'({record})')
     return lines or ['no batch augment ran']
 
 
@@ -200,8 +207,8 @@ def run(cfg, args: argparse.Namespace, scope: str) -> List[str]:
     from PIL import Image
 
     from mixplugins.utils.launcher import apply_framework_defaults
-    from mixplugins.visualization import (MixRenderer, record_mix,
-                                          source_channel_order)
+    from mixplugins.engine.visualization import (MixRenderer, record_mix,
+                                                 source_channel_order)
 
     apply_framework_defaults(cfg, scope)
     written = prepare_demo_data(cfg)
@@ -237,7 +244,6 @@ def run(cfg, args: argparse.Namespace, scope: str) -> List[str]:
             batch = next(batches)
         with record_mix(pre) as recording:
             data = pre(batch, True)
-        recording.set_output(data)
         if feed_model:  # RecursiveMix (classification) stores its history
             with torch.no_grad():
                 model.loss(data['inputs'], data['data_samples'])

@@ -32,14 +32,15 @@ are registered in ``mmpretrain.registry.HOOKS`` (a child of mmengine's), so
 ``custom_hooks`` of configs with ``default_scope='mmpretrain'`` find them.
 """
 import copy
-import numbers
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop
-from mmpretrain.registry import HOOKS
+from mmengine.registry import HOOKS
+
+from ..core.checks import check_int, check_number, check_sequence
 
 __all__ = ['DataloaderSwitchHook', 'PiecewiseLinearLRHook']
 
@@ -57,6 +58,24 @@ def _merge(base: Any, override: Any) -> Any:
                 copy.deepcopy(value)
         return out
     return copy.deepcopy(override)
+
+
+def _check_phases(phases: Any,
+                  keys: Sequence[str]) -> Iterator[Tuple[int, dict]]:
+    """Iterate over ``enumerate(phases)``, checking that ``phases`` is a
+    non-empty list of dicts with exactly ``keys`` (each phase when it is
+    reached; the values are the caller's to check).
+    """
+    names = ' and '.join(repr(k) for k in keys)
+    if isinstance(phases, dict) or not isinstance(phases, Sequence) \
+            or len(phases) == 0:
+        raise TypeError(f'`phases` must be a non-empty list of dicts with '
+                        f'{names}, got {phases!r}')
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, dict) or set(phase) != set(keys):
+            raise ValueError(f'`phases[{i}]` must be a dict with exactly the '
+                             f'keys {names}, got {phase!r}')
+        yield i, phase
 
 
 def _check_epoch_loop(runner, hook: Hook) -> EpochBasedTrainLoop:
@@ -109,25 +128,11 @@ class DataloaderSwitchHook(Hook):
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, phases: Sequence[Dict[str, Any]]) -> None:
-        if isinstance(phases, dict) or not isinstance(phases, Sequence) \
-                or len(phases) == 0:
-            raise TypeError('`phases` must be a non-empty list of dicts '
-                            "with 'epoch' and 'dataloader', got "
-                            f'{phases!r}')
         last = 0
         checked = []
-        for i, phase in enumerate(phases):
-            if not isinstance(phase, dict) or \
-                    set(phase) != {'epoch', 'dataloader'}:
-                raise ValueError(f'`phases[{i}]` must be a dict with exactly '
-                                 "the keys 'epoch' and 'dataloader', got "
-                                 f'{phase!r}')
-            epoch = phase['epoch']
-            if isinstance(epoch, bool) or not isinstance(epoch, int) or \
-                    epoch <= last:
-                raise ValueError(
-                    f'`phases[{i}].epoch` must be an int > {last} (epochs '
-                    f'strictly increasing from 1), got {epoch!r}')
+        for i, phase in _check_phases(phases, ('epoch', 'dataloader')):
+            # epochs strictly increasing from 1
+            epoch = check_int(f'phases[{i}].epoch', phase['epoch'], last + 1)
             if not isinstance(phase['dataloader'], dict):
                 raise TypeError(f'`phases[{i}].dataloader` must be a dict '
                                 f'of overrides, got {phase["dataloader"]!r}')
@@ -234,40 +239,24 @@ class PiecewiseLinearLRHook(Hook):
     priority = 'HIGHEST'
 
     def __init__(self, phases: Sequence[Dict[str, Sequence[float]]]) -> None:
-        if isinstance(phases, dict) or not isinstance(phases, Sequence) \
-                or len(phases) == 0:
-            raise TypeError("`phases` must be a non-empty list of dicts with "
-                            f"'epochs' and 'values', got {phases!r}")
         checked = []
-        for i, phase in enumerate(phases):
-            if not isinstance(phase, dict) or \
-                    set(phase) != {'epochs', 'values'}:
-                raise ValueError(f'`phases[{i}]` must be a dict with exactly '
-                                 "the keys 'epochs' and 'values', got "
-                                 f'{phase!r}')
-            epochs, values = list(phase['epochs']), list(phase['values'])
-            for name, seq in (('epochs', epochs), ('values', values)):
-                if not seq or any(
-                        isinstance(v, bool) or not isinstance(v, numbers.Real)
-                        for v in seq):
-                    raise ValueError(f'`phases[{i}].{name}` must be a '
-                                     f'non-empty list of numbers, got {seq}')
+        for i, phase in _check_phases(phases, ('epochs', 'values')):
+            epochs = list(
+                check_sequence(f'phases[{i}].epochs', phase['epochs'],
+                               check_number))
+            values = list(
+                check_sequence(f'phases[{i}].values', phase['values'],
+                               check_number, 0.0))
             if len(epochs) != len(values):
                 raise ValueError(f'`phases[{i}]`: {len(epochs)} epochs but '
                                  f'{len(values)} values')
             if any(b <= a for a, b in zip(epochs, epochs[1:])):
                 raise ValueError(f'`phases[{i}].epochs` must be strictly '
                                  f'increasing, got {epochs}')
-            if any(v < 0 for v in values):
-                raise ValueError(
-                    f'`phases[{i}].values` must be >= 0, got {values}')
             if checked and epochs[0] <= checked[-1]['epochs'][0]:
                 raise ValueError('the phases must start at strictly '
                                  'increasing epochs')
-            checked.append(
-                dict(
-                    epochs=[float(e) for e in epochs],
-                    values=[float(v) for v in values]))
+            checked.append(dict(epochs=epochs, values=values))
         self.phases: List[Dict[str, List[float]]] = checked
 
     def lr_at(self, epoch: int, progress: float) -> float:

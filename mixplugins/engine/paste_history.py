@@ -1,39 +1,62 @@
-"""The history that the det and seg RecursiveMix batch augments paste.
+r"""The RecursiveMix step that detection and segmentation share.
 
 RecursiveMix (`RecursiveMix: Mixed Learning with History
-<https://arxiv.org/abs/2203.06844>`_, Yang et al., NeurIPS 2022) pastes the
-previous step's mixed batch into the current one. In mmdet and mmseg the
-augment is a submodule of the data preprocessor and owns that history;
-:class:`PasteHistoryAugment` is what the two have in common:
+<https://arxiv.org/abs/2203.06844>`_, Yang et al., NeurIPS 2022; official
+code: https://github.com/implus/RecursiveMix-pytorch) pastes the previous
+step's mixed batch into the current one. In mmdet and mmseg the augment is
+a batch augment of the data preprocessor (an ``nn.Module`` called as
+``forward(inputs, data_samples)``) and owns its history
+(:class:`~mixplugins.engine.history.RecursiveMixHistory`).
+:class:`PasteHistoryAugment` is the whole step; a task adds four small hooks:
 
-- the arguments ``alpha``, ``interpolation`` and ``carry_history``, checked
-  when the config is built;
-- the history (``hist_inputs`` plus task fields), cleared when the epoch in
-  mmengine's ``MessageHub`` changes (the first step of each epoch is
-  unmixed, as the official code) unless ``carry_history``;
-- checkpointing through ``get_extra_state``/``set_extra_state``. An empty
-  history is an empty tensor: under DDP mmengine broadcasts every
-  ``state_dict`` entry from rank 0 when training starts and fails on None.
+1. :meth:`~PasteHistoryAugment.read_targets` -- the samples' targets as
+   tensors (instances, label maps);
+2. :meth:`~PasteHistoryAugment.paste_targets` -- the targets after the
+   history's targets were pasted into the boxes;
+3. :meth:`~PasteHistoryAugment.write_targets` -- back into the samples;
+4. :meth:`~PasteHistoryAugment.history_fields` -- what the history keeps.
 
-The history is per process. Subclasses name their task fields in
-:attr:`HISTORY_FIELDS` and convert them in :meth:`_fields_to_state` /
-:meth:`_fields_from_state`.
+The step: check the batch, sync the history with the epoch, read the
+targets and the valid sizes (``img_shape``), draw one paste box per image
+inside its valid area (:func:`~mixplugins.core.recursive.sample_box`), resize
+the valid area of history image ``b`` into it
+(:func:`~mixplugins.core.boxes.paste_images`), paste the targets, record
+what was drawn as ``last_params``
+(:class:`~mixplugins.core.recursive.RecursiveMixParams`) and store the
+mixed batch as the next history.
 """
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
-from mmengine.logging import MessageHub
 from torch import Tensor, nn
 
-from .core.boxes import PASTE_MODES
-from .core.recursive import check_paste_alpha
+from ..core.boxes import PASTE_MODES, paste_images
+from ..core.checks import check_choice, check_images, check_paste_alpha
+from ..core.recursive import RecursiveMixParams, sample_box
+from .finite import check_finite_batch
+from .history import RecursiveMixHistory
 
-__all__ = ['PasteHistoryAugment']
+__all__ = ['PasteHistoryAugment', 'valid_shapes']
+
+
+def valid_shapes(data_samples: Sequence[Any], height: int,
+                 width: int) -> Tensor:
+    """``img_shape`` (the unpadded size) of each sample, clipped to the
+    padded batch size (H, W); the whole image when it is missing.
+
+    Returns:
+        Tensor: (N, 2) int64 ``(h, w)`` on the CPU.
+    """
+    out = []
+    for s in data_samples:
+        ih, iw = s.metainfo.get('img_shape', (height, width))[:2]
+        out.append((max(1, min(int(ih), height)), max(1, min(int(iw),
+                                                             width))))
+    return torch.tensor(out, dtype=torch.long).reshape(-1, 2)
 
 
 class PasteHistoryAugment(nn.Module):
-    """Base of the det/seg RecursiveMix batch augments (see the module
-    docstring).
+    """RecursiveMix's paste step for mmdet/mmseg (see the module docstring).
 
     Args:
         alpha (float): Maximum nominal paste area fraction, in (0, 1].
@@ -41,70 +64,111 @@ class PasteHistoryAugment(nn.Module):
             :data:`~mixplugins.core.boxes.PASTE_MODES`.
         carry_history (bool): Keep the history across epochs.
 
+    Attributes:
+        history (RecursiveMixHistory): The previous step's mixed batch.
+        last_params (RecursiveMixParams | None): What the last call drew.
+
     Raises:
         ValueError: If ``alpha`` or ``interpolation`` is out of range.
         TypeError: If ``carry_history`` is not a bool.
     """
 
-    #: Task fields of the history besides ``hist_inputs``: attribute name ->
-    #: its empty value's factory.
-    HISTORY_FIELDS: Dict[str, Any] = {}
-
     def __init__(self, alpha: float, interpolation: str,
                  carry_history: bool) -> None:
         super().__init__()
         self.alpha = check_paste_alpha(alpha)
-        if interpolation not in PASTE_MODES:
-            raise ValueError(f'`interpolation` must be one of {PASTE_MODES},'
-                             f' got {interpolation!r}')
-        self.interpolation = interpolation
-        if not isinstance(carry_history, bool):
-            raise TypeError('`carry_history` must be a bool, got '
-                            f'{carry_history!r}')
-        self.carry_history = carry_history
-        self.epoch = None
-        self.clear_history()
+        self.interpolation = check_choice('interpolation', interpolation,
+                                          PASTE_MODES)
+        self.history = RecursiveMixHistory(carry_history)
+        self.last_params = None
 
-    def clear_history(self) -> None:
-        """Forget the stored batch."""
-        self.hist_inputs = None
-        for name, empty in self.HISTORY_FIELDS.items():
-            setattr(self, name, empty())
+    @property
+    def carry_history(self) -> bool:
+        """Whether the history is kept across epochs."""
+        return self.history.carry_history
 
-    def _sync_epoch(self) -> None:
-        """Clear the history when mmengine's epoch changed (unless
-        ``carry_history``)."""
-        epoch = MessageHub.get_current_instance().get_info('epoch')
-        if epoch != self.epoch:
-            if not self.carry_history:
-                self.clear_history()
-            self.epoch = epoch
+    @property
+    def label_mode(self) -> str:
+        """Resize rule of label maps and masks: always a nearest rule."""
+        return ('nearest-exact'
+                if self.interpolation == 'nearest-exact' else 'nearest')
 
-    def _fields_to_state(self) -> Dict[str, Any]:
-        """The task fields as checkpoint entries."""
+    # ------------------------------------------------------ task hooks
+    def read_targets(self, data_samples: List[Any],
+                     size: Tuple[int, int]) -> Any:
+        """The samples' targets as tensors, in the padded size ``size``."""
         raise NotImplementedError
 
-    def _fields_from_state(self, state: Dict[str, Any]) -> None:
-        """Restore the task fields from :meth:`_fields_to_state`'s."""
+    def paste_targets(self, targets: Any, rows: Tensor, boxes: Tensor,
+                      src_boxes: Tensor) -> Any:
+        """``targets`` with the history's targets of ``rows`` pasted:
+        region ``src_boxes[b]`` of history row ``rows[b]`` resized into
+        ``boxes[b]`` of image ``b``."""
         raise NotImplementedError
 
-    def get_extra_state(self) -> Union[Dict[str, Any], Tensor]:
-        if self.hist_inputs is None:
-            return torch.zeros(0)
-        return dict(epoch=self.epoch, inputs=self.hist_inputs,
-                    **self._fields_to_state())
+    def write_targets(self, data_samples: List[Any], targets: Any) -> None:
+        """Put pasted targets back into the samples."""
+        raise NotImplementedError
 
-    def set_extra_state(self, state: Union[Dict[str, Any], Tensor]) -> None:
-        if not isinstance(state, dict):  # an empty history
-            self.clear_history()
-            return
-        if not state:
-            return
-        self.epoch = state.get('epoch')
-        self.hist_inputs = state.get('inputs')
-        self._fields_from_state(state)
+    def history_fields(self, targets: Any) -> Dict[str, Any]:
+        """What the history keeps of this step's (mixed) targets."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ step
+    def forward(self, inputs: Tensor,
+                data_samples: List[Any]) -> Tuple[Tensor, List[Any]]:
+        """Paste the history into the batch.
+
+        Args:
+            inputs (Tensor): Normalised, padded images (N, C, H, W).
+            data_samples (list): The batch's data samples (metainfo
+                ``img_shape`` and the task's targets).
+
+        Returns:
+            tuple[Tensor, list]: Mixed images (a new tensor) and the samples
+            (with new target objects).
+        """
+        check_images('inputs', inputs)
+        check_finite_batch(type(self).__name__, inputs)
+        n, c, h, w = inputs.shape
+        if len(data_samples) != n:
+            raise ValueError(f'got {len(data_samples)} data samples for {n} '
+                             'images')
+        self.history.sync_epoch()
+        shapes = valid_shapes(data_samples, h, w)
+        targets = self.read_targets(data_samples, (h, w))
+        params = RecursiveMixParams(
+            boxes=torch.zeros(n, 4, dtype=torch.long),
+            lam=torch.ones(n),
+            index=torch.arange(n),
+            src_boxes=torch.zeros(n, 4, dtype=torch.long))
+        mixed = inputs
+        if len(self.history):
+            if self.history.inputs.shape[1] != c:
+                raise ValueError(f'history images have '
+                                 f'{self.history.inputs.shape[1]} channels, '
+                                 f'the batch has {c}')
+            self.history.to_device(inputs.device)
+            rows = self.history.rows(n)
+            hist_shapes = self.history['shapes'][rows]
+            boxes = sample_box(shapes[:, 0], shapes[:, 1], self.alpha,
+                               count=n)
+            src_boxes = torch.zeros(n, 4, dtype=torch.long)
+            src_boxes[:, 2:] = hist_shapes.flip(1)  # (0, 0, w, h)
+            sources = (self.history.inputs[:n] if n <= len(self.history) else
+                       self.history.inputs[rows.to(inputs.device)])
+            mixed = paste_images(inputs, sources, boxes, src_boxes,
+                                 self.interpolation)
+            targets = self.paste_targets(targets, rows, boxes, src_boxes)
+            self.write_targets(data_samples, targets)
+            area = (boxes[:, 2:] - boxes[:, :2]).prod(1)
+            lam = 1 - area.double() / shapes.prod(1).double()
+            params = RecursiveMixParams(boxes, lam.float(), rows, src_boxes)
+        self.last_params = params
+        self.history.store(mixed, shapes=shapes,
+                           **self.history_fields(targets))
+        return mixed, data_samples
 
     def extra_repr(self) -> str:
         return (f'alpha={self.alpha}, interpolation={self.interpolation!r}, '
                 f'carry_history={self.carry_history}')
-

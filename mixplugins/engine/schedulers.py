@@ -36,15 +36,17 @@ mmengine's root registry, so configs with ``default_scope='mmpretrain'``
 find them next to mmengine's own schedulers.
 """
 import math
-import numbers
 from typing import Dict, List, Optional, Sequence, Union
 
 from mmengine.optim import BaseOptimWrapper
 from mmengine.optim.scheduler import OneCycleLR
 from mmengine.optim.scheduler.momentum_scheduler import MomentumSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
-from mmpretrain.registry import PARAM_SCHEDULERS
+from mmengine.registry import PARAM_SCHEDULERS
 from torch.optim import Optimizer
+
+from ..core.checks import (check_choice, check_fraction, check_int,
+                           check_number, check_sequence)
 
 __all__ = ['OneCycleMomentum', 'SafeOneCycleLR']
 
@@ -80,20 +82,12 @@ def _check_cycle_args(total_steps: Optional[int], begin: int, end: int,
         ``end - begin``).
     """
     if total_steps is not None:
-        if (isinstance(total_steps, bool) or not isinstance(total_steps, int)
-                or total_steps <= 0):
-            raise ValueError('`total_steps` must be a positive int or None, '
-                             f'got {total_steps!r}')
+        check_int('total_steps', total_steps, 1)
     elif end == INF:
         raise ValueError('Give `total_steps` or a finite `end`: the cycle '
                          'length is `total_steps`, else `end - begin`')
-    if (isinstance(pct_start, bool) or not isinstance(pct_start, numbers.Real)
-            or not 0 <= pct_start <= 1):
-        raise ValueError(
-            f'`pct_start` must be a float in [0, 1], got {pct_start!r}')
-    if anneal_strategy not in _ANNEAL_STRATEGIES:
-        raise ValueError(f'`anneal_strategy` must be one of '
-                         f'{_ANNEAL_STRATEGIES}, got {anneal_strategy!r}')
+    check_fraction('pct_start', pct_start)
+    check_choice('anneal_strategy', anneal_strategy, _ANNEAL_STRATEGIES)
     return total_steps if total_steps is not None else end - begin
 
 
@@ -125,19 +119,14 @@ class SafeOneCycleLR(OneCycleLR):
             Defaults to 0.3.
         anneal_strategy (str): ``'cos'`` or ``'linear'``. Defaults to
             ``'cos'``.
-        div_factor (float): The initial LR is ``eta_max / div_factor``.
-            Defaults to 25.
-        final_div_factor (float): The final LR is
-            ``eta_max / div_factor / final_div_factor``. Defaults to 1e4.
-        three_phase (bool): Use the symmetric three-phase variant. Defaults
-            to False.
         begin (int): Step at which the schedule starts. Defaults to 0.
         end (int): Step at which it stops. Defaults to INF.
-        last_step (int): Index of the last step, for resuming without a
-            state dict. Defaults to -1.
-        by_epoch (bool): Whether ``begin``/``end``/``total_steps`` count
-            epochs. Defaults to True.
-        verbose (bool): Log every update. Defaults to False.
+        **kwargs: The other (keyword) arguments of mmengine's
+            ``OneCycleLR``, with its defaults: ``div_factor`` (the initial
+            LR is ``eta_max / div_factor``; 25), ``final_div_factor`` (the
+            final LR is ``eta_max / div_factor / final_div_factor``; 1e4),
+            ``three_phase`` (False), ``last_step`` (-1), ``by_epoch``
+            (True) and ``verbose`` (False).
     """
 
     def __init__(self,
@@ -146,30 +135,14 @@ class SafeOneCycleLR(OneCycleLR):
                  total_steps: Optional[int] = None,
                  pct_start: float = 0.3,
                  anneal_strategy: str = 'cos',
-                 div_factor: float = 25.,
-                 final_div_factor: float = 1e4,
-                 three_phase: bool = False,
+                 *,
                  begin: int = 0,
                  end: int = INF,
-                 last_step: int = -1,
-                 by_epoch: bool = True,
-                 verbose: bool = False) -> None:
+                 **kwargs) -> None:
         _check_cycle_args(total_steps, begin, end, pct_start, anneal_strategy)
         self.anneal_strategy = anneal_strategy
-        super().__init__(
-            optimizer,
-            eta_max=eta_max,
-            total_steps=total_steps,
-            pct_start=float(pct_start),
-            anneal_strategy=anneal_strategy,
-            div_factor=div_factor,
-            final_div_factor=final_div_factor,
-            three_phase=three_phase,
-            begin=begin,
-            end=end,
-            last_step=last_step,
-            by_epoch=by_epoch,
-            verbose=verbose)
+        super().__init__(optimizer, eta_max, total_steps, float(pct_start),
+                         anneal_strategy, begin=begin, end=end, **kwargs)
 
     def _restore_anneal_func(self) -> None:
         """Point ``anneal_func`` at the function named by the strategy."""
@@ -305,18 +278,14 @@ class OneCycleMomentum(MomentumSchedulerMixin, _ParamScheduler):
     def _per_group(name: str, value: Union[float, Sequence[float]],
                    num_groups: int) -> List[float]:
         """Expand ``value`` to one non-negative float per parameter group."""
-        values = (
-            list(value) if isinstance(value,
-                                      (list, tuple)) else [value] * num_groups)
+        if isinstance(value, (list, tuple)):
+            values = check_sequence(name, value, check_number, 0.0)
+        else:
+            values = (check_number(name, value, 0.0), ) * num_groups
         if len(values) != num_groups:
             raise ValueError(f'`{name}` needs {num_groups} values (one per '
                              f'parameter group), got {len(values)}')
-        for v in values:
-            if (isinstance(v, bool) or not isinstance(v, numbers.Real)
-                    or v < 0):
-                raise ValueError(
-                    f'`{name}` must be non-negative numbers, got {value!r}')
-        return [float(v) for v in values]
+        return list(values)
 
     @classmethod
     def build_iter_from_epoch(cls,
@@ -336,9 +305,7 @@ class OneCycleMomentum(MomentumSchedulerMixin, _ParamScheduler):
         if not by_epoch:
             raise ValueError('Only `by_epoch=True` arguments can be '
                              'converted to iteration-based ones')
-        if epoch_length is None or epoch_length <= 0:
-            raise ValueError('`epoch_length` must be a positive int, got '
-                             f'{epoch_length!r}')
+        check_int('epoch_length', epoch_length, 1)
         begin = int(begin * epoch_length)
         if end != INF:
             end = int(end * epoch_length)

@@ -1,10 +1,12 @@
-"""``mixplugins.visualization`` (recording, drawing, the hook) and
+"""``mixplugins.engine.visualization`` (recording, drawing, the hook) and
 ``tools/visualize_mix.py``.
 
-The recordings are checked against what the augments did, computed here
-from the recorded inputs with plain torch (the paper's formulas); the grids
-against the layout's hand-computed pixel sizes; the hook in a real mmengine
-``Runner`` writing through a ``LocalVisBackend``.
+The recordings (the augments' ``last_params`` and the batch before and
+after) are checked against what the augments did, computed here from the
+recorded inputs with plain torch (the paper's formulas); the grids against
+the layout's hand-computed pixel sizes; the hook in a real mmengine
+``Runner`` writing through a ``LocalVisBackend``. That the recorder patches
+nothing is tested in ``tests/test_engine/test_visualization.py``.
 """
 import glob
 import importlib.util
@@ -21,14 +23,12 @@ from mmengine.runner import Runner
 from mmengine.structures import InstanceData, PixelData
 from PIL import Image
 
-import mixplugins.classification.recursivemix as cls_rm_module
-import mixplugins.classification.rmix as rmix_module
-import mixplugins.core as core
 import mixplugins.segmentation  # noqa: F401  (registers the seg augments)
+from mixplugins.core.rmix import upsample_masks
 from mixplugins.datasets.synthetic import (make_ade20k_shapes,
                                            make_coco_shapes)
-from mixplugins.visualization import (MixRenderer, MixVisualizationHook,
-                                      record_mix, source_channel_order)
+from mixplugins.engine.visualization import (MixRenderer, MixVisualizationHook,
+                                             record_mix, source_channel_order)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location(
@@ -38,6 +38,14 @@ _spec.loader.exec_module(visualize_mix)
 
 CLS_DIR = osp.join(REPO, 'configs', 'classification')
 MEAN, STD = (10.0, 20.0, 30.0), (50.0, 60.0, 70.0)
+
+
+def _size(rows, cols, cell=(160, 160)):
+    """(width, height) of a grid: a 48 px caption band; a 110 px column of
+    row labels; per tile a 46 px title band over the cell; 8 px gaps; at
+    least 720 px wide."""
+    return (max(110 + 8 + cols * (cell[1] + 8),
+                720), 48 + 8 + rows * (46 + cell[0] + 8))
 
 
 # ----------------------------------------------------------------- helpers
@@ -127,44 +135,43 @@ def test_renderer_denormalises_with_the_preprocessor_and_shows_rgb():
 def test_record_rmix_holds_what_the_augment_used():
     model = _classifier(dict(type='RMix', alpha=1.0, grids=(2, 4)))
     pre = model.data_preprocessor
+    aug = pre.batch_augments.augments[0]
     data, images, labels = _cls_batch(0)
     torch.manual_seed(3)
     with record_mix(pre) as rec:
         out = pre(data, True)
-    # the wrappers are gone once the block ends
-    assert rmix_module.grid_masks is core.grid_masks
-    assert rmix_module.mix_by_masks is core.mix_by_masks
-    assert type(pre.batch_augments.augments[0]).__name__ == 'RMix'
 
     (call, ) = rec.calls
     assert call.name == 'RMix'
+    p = call.params
+    assert p is aug.last_params  # the augment's own record of this step
     x = (images.float() - torch.tensor(MEAN).view(
         1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     torch.testing.assert_close(call.inputs, x)
     torch.testing.assert_close(call.targets, F.one_hot(labels, 5).float())
-    gm, mb = call.tap('grid_masks'), call.tap('mix_by_masks')
 
     # saliency: RMS over channels of d CE(clean logits) / d inputs
     xg = x.clone().requires_grad_(True)
     loss = F.cross_entropy(model(xg, mode='tensor'), labels)
     (grad, ) = torch.autograd.grad(loss, xg)
-    torch.testing.assert_close(gm['saliency'], grad.pow(2).mean(1).sqrt())
+    torch.testing.assert_close(p.saliency, grad.pow(2).mean(1).sqrt())
 
-    # masks: the cells at or above each image's quantile, upsampled
-    grid, q, masks = gm['grid'], gm['quantiles'], gm['result']
-    cells = F.adaptive_avg_pool2d(gm['saliency'][:, None], grid).flatten(1)
+    # masks: the cells at or above each image's quantile
+    grid, q = p.grid, p.quantiles
+    cells = F.adaptive_avg_pool2d(p.saliency[:, None], grid).flatten(1)
     for b in range(len(x)):
         keep = cells[b] >= torch.quantile(cells[b], q[b])
+        assert torch.equal(p.masks[b], keep.view(grid, grid))
         up = keep.view(grid, grid).repeat_interleave(16 // grid, 0)
         up = up.repeat_interleave(16 // grid, 1)
-        assert torch.equal(masks[b, 0], up)
+        assert torch.equal(upsample_masks(p.masks, 16, 16)[b, 0], up)
 
     # the mixed batch the model saw, from the recorded masks/partners/lam
-    perm, lam = mb['perm'], float(mb['lam'])
-    assert torch.equal(mb['masks'], masks)
-    m1, m2 = masks, masks[perm]
-    expected = torch.where(m1 == m2, lam * x + (1 - lam) * x[perm],
-                           torch.where(m1, x, x[perm]))
+    index, lam = p.index, float(p.lam)
+    m1 = upsample_masks(p.masks, 16, 16)
+    m2 = m1[index]
+    expected = torch.where(m1 == m2, lam * x + (1 - lam) * x[index],
+                           torch.where(m1, x, x[index]))
     torch.testing.assert_close(call.mixed, expected)
     torch.testing.assert_close(out['inputs'], call.mixed)
     torch.testing.assert_close(
@@ -176,6 +183,8 @@ def test_record_rmix_holds_what_the_augment_used():
     torch.manual_seed(3)
     out2 = pre(data2, True)
     assert torch.equal(out2['inputs'], out['inputs'])
+    for a, b in zip(aug.last_params, p):
+        assert a == b if isinstance(a, int) or a is None else torch.equal(a, b)
 
 
 def test_record_mix_cannot_nest():
@@ -199,13 +208,13 @@ def test_recursivemix_box_in_the_rendered_image_is_the_history():
     torch.manual_seed(0)
     with record_mix(pre) as rec:
         pre(second, True)
-    assert rmix_module.grid_masks is core.grid_masks
-    assert cls_rm_module.paste_history is core.paste_history
     (call, ) = rec.calls
-    ph = call.tap('paste_history')
+    assert call.params is pre.batch_augments.augments[0].last_params
     # the history being pasted is the previous step's mixed batch
-    torch.testing.assert_close(ph['hist_inputs'], out1['inputs'])
-    x1, y1, x2, y2 = ph['box']
+    torch.testing.assert_close(call.sources, out1['inputs'])
+    assert torch.equal(call.params.index, torch.arange(6))
+    x1, y1, x2, y2 = (int(v) for v in call.params.boxes[0])
+    assert (call.params.boxes == call.params.boxes[0]).all()
     assert x2 > x1 and y2 > y1  # seed 0 draws a non-empty box
 
     mixed = renderer.to_uint8(call.mixed)
@@ -217,15 +226,17 @@ def test_recursivemix_box_in_the_rendered_image_is_the_history():
     assert np.array_equal(mixed[:, y1:y2, x1:x2], pasted)
     assert np.array_equal(mixed[:, ~inside], inputs[:, ~inside])
     lam = 1 - (x2 - x1) * (y2 - y1) / 16**2
-    torch.testing.assert_close(
-        call.mixed_targets,
-        lam * call.targets + (1 - lam) * ph['hist_targets'])
+    torch.testing.assert_close(call.params.lam, torch.full((6, ), lam))
+    hist_targets = torch.stack([s.gt_score for s in out1['data_samples']])
+    torch.testing.assert_close(call.source_targets, hist_targets)
+    torch.testing.assert_close(call.mixed_targets,
+                               lam * call.targets + (1 - lam) * hist_targets)
 
     ((name, grid), ) = renderer.render(rec)
     assert name == 'mix_RecursiveMix'
-    # 3 rows (input, history, mixed) x 4 columns of 160 px cells:
-    # width 130 + 4 * 160 + 3 * 12 + 10, height 44 + 3 * (46 + 160) + 8
-    assert grid.shape == (670, 816, 3) and grid.dtype == np.uint8
+    # 3 rows (input, history, mixed) x 4 columns of 160 px cells
+    assert grid.shape == (*_size(3, 4)[::-1], 3) == (698, 790, 3)
+    assert grid.dtype == np.uint8
 
 
 # ------------------------------------------------- RecursiveMix (det)
@@ -263,11 +274,18 @@ def test_record_det_recursivemix_boxes_and_history():
     with record_mix(pre) as rec:
         out2 = pre(_det_batch(1, sizes), True)
     (call, ) = rec.calls
-    pi = call.tap('paste_images')
-    torch.testing.assert_close(pi['sources'], out1['inputs'])
+    p = call.params
+    assert p is pre.batch_augments[0].last_params
+    torch.testing.assert_close(call.sources, out1['inputs'])
+    assert torch.equal(p.index, torch.arange(3))
     assert len(call.targets) == 3 and 'bboxes' in call.targets[0]
+    # the history's instances are the previous step's
+    for i in range(3):
+        torch.testing.assert_close(call.source_targets[i]['bboxes'],
+                                   out1['data_samples'][i].gt_instances.bboxes)
     for i, (h, w) in enumerate(sizes):
-        x1, y1, x2, y2 = (int(v) for v in pi['boxes'][i])
+        assert p.src_boxes[i].tolist() == [0, 0, w, h]
+        x1, y1, x2, y2 = (int(v) for v in p.boxes[i])
         assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
         expected = call.inputs[i].clone()
         if x2 > x1 and y2 > y1:
@@ -284,10 +302,10 @@ def test_record_det_recursivemix_boxes_and_history():
                                              dict(classes=('a', 'b', 'c')),
                                              'bgr')
     ((name, grid), ) = renderer.render(rec, title='t')
-    # 3 rows (input, pasted image, mixed) of 160 px cells, 3 columns of
+    # 3 rows (input, pasted history, mixed) of 160 px cells, 3 columns of
     # 40x48 padded images: cells 160 x 192 px
     assert name == 'mix_RecursiveMix'
-    assert grid.shape == (670, 130 + 3 * 192 + 2 * 12 + 10, 3)
+    assert grid.shape == (*_size(3, 3, (160, 192))[::-1], 3)
 
 
 def test_record_seg_cutmix_pastes_the_partners_region():
@@ -314,27 +332,30 @@ def test_record_seg_cutmix_pastes_the_partners_region():
     with record_mix(pre) as rec:
         pre(dict(inputs=inputs, data_samples=samples), True)
     (call, ) = rec.calls
-    pi, ps = call.tap('paste_images'), call.tap('paste_seg')
-    x1, y1, x2, y2 = (int(v) for v in pi['boxes'][0])
+    p = call.params
+    assert p is pre.batch_augments[0].last_params
+    assert call.sources is None  # pasted from the batch itself
+    x1, y1, x2, y2 = (int(v) for v in p.boxes[0])
+    assert (p.boxes == p.boxes[0]).all()
     assert x2 > x1 and y2 > y1  # seed 5 draws a non-empty box
+    lam = 1 - (x2 - x1) * (y2 - y1) / 24**2
+    torch.testing.assert_close(p.lam, torch.full((4, ), lam))
+    inside = torch.zeros(24, 24, dtype=torch.bool)
+    inside[y1:y2, x1:x2] = True
     for i in range(4):
-        # the source is one image of the batch (the partner), its label
-        # map the same one's
-        j = [
-            k for k in range(4)
-            if torch.equal(pi['sources'][i], call.inputs[k])
-        ]
-        assert j, 'the pasted image is not from the batch'
-        assert torch.equal(ps['sources'][i, 0], call.targets[j[0]]['sem_seg'])
-        assert torch.equal(call.mixed[i, :, y1:y2, x1:x2],
-                           call.inputs[j[0], :, y1:y2, x1:x2])
-        assert torch.equal(call.mixed_targets[i]['sem_seg'][y1:y2, x1:x2],
-                           call.targets[j[0]]['sem_seg'][y1:y2, x1:x2])
+        # the partner's box region, pixels and labels; the rest unchanged
+        j = int(p.index[i])
+        assert torch.equal(call.mixed[i][:, inside], call.inputs[j][:, inside])
+        assert torch.equal(call.mixed[i][:, ~inside], call.inputs[i][:,
+                                                                     ~inside])
+        assert torch.equal(call.mixed_targets[i]['sem_seg'][inside],
+                           call.targets[j]['sem_seg'][inside])
+        assert torch.equal(call.mixed_targets[i]['sem_seg'][~inside],
+                           call.targets[i]['sem_seg'][~inside])
     renderer = MixRenderer.from_preprocessor(pre, None, 'bgr')
     ((_, grid), ) = renderer.render(rec)
     # 6 rows: input, labels, pasted image, pasted labels, mixed, mixed labels
-    assert grid.shape == (44 + 6 * (46 + 160) + 8, 130 + 4 * 160 + 3 * 12 + 10,
-                          3)
+    assert grid.shape == (*_size(6, 4)[::-1], 3)
 
 
 # ------------------------------------------------------------------ tool
@@ -371,8 +392,7 @@ def test_tool_on_the_demo_configs(tmp_path, digits_root, config, png, rows,
     assert (digits / 'digits.json').is_file()  # prepared, no download
     assert sorted(p.name for p in out.iterdir()) == [png]
     # 4 columns of 32 px digits in 160 px cells
-    assert _png(out / png) == (130 + 4 * 160 + 3 * 12 + 10,
-                               44 + rows * (46 + 160) + 8)
+    assert _png(out / png) == _size(rows, 4)
 
 
 def test_tool_on_the_det_rm_config(tmp_path):
@@ -393,7 +413,8 @@ def test_tool_on_the_det_rm_config(tmp_path):
     ])
     # 64x80 images resized to 96x120, padded to 96x128: 160 x 213 px cells;
     # 2 columns are narrower than the 720 px minimum width
-    assert _png(out / 'batch0_mix_RecursiveMix.png') == (720, 670)
+    assert _png(out / 'batch0_mix_RecursiveMix.png') == (720, 698)
+    assert _size(3, 2, (160, 213)) == (720, 698)
 
 
 def test_tool_on_the_seg_rm_config(tmp_path):
@@ -416,7 +437,7 @@ def test_tool_on_the_seg_rm_config(tmp_path):
         'batch0_mix_RecursiveMix.png', 'batch1_mix_RecursiveMix.png'
     ]
     for name in names:  # 6 rows of 64 px crops, 2 columns
-        assert _png(out / name) == (720, 44 + 6 * (46 + 160) + 8)
+        assert _png(out / name) == _size(6, 2) == (720, 1340)
 
 
 # ------------------------------------------------------------------ hook
@@ -451,7 +472,6 @@ def test_hook_writes_every_n_iterations_without_an_extra_forward(
             for p in paths] == ['mix_RMix_2.png', 'mix_RMix_4.png']
     assert len(calls) == 5
     # the hook's recorder is gone: only the counting hook is left
-    assert rmix_module.grid_masks is core.grid_masks
     assert len(pre._forward_pre_hooks) == 1 and not pre._forward_hooks
     # 4 rows x 3 columns of 160 px cells, widened to the minimum width
-    assert _png(paths[0]) == (720, 44 + 4 * (46 + 160) + 8)
+    assert _png(paths[0]) == _size(4, 3) == (720, 912)
