@@ -1,18 +1,17 @@
 """mmpretrain adapters: batch augments, the classifier that serves them,
-CIFAR backbones, schedulers and transforms of the published recipes."""
+CIFAR backbones, the transforms of the published recipes and the
+calibration metric."""
 from .backbones import *  # noqa: F401,F403
 from .backbones import __all__ as _backbones
 from .base import ModelBoundAugment
 from .classifier import MixImageClassifier
-from .hooks import DataloaderSwitchHook, PiecewiseLinearLRHook
-from .recursivemix import RecursiveMix, RecursiveMixHistory
+from .metrics import CalibrationError
+from .recursivemix import RecursiveMix
 from .rlmix import RLMix
 from .rmix import RMix
-from .schedulers import OneCycleMomentum, SafeOneCycleLR
 from .transforms import LerpColorJitter, PCALighting
 
 __all__ = [
     'ModelBoundAugment', 'MixImageClassifier', 'RMix', 'RLMix', 'RecursiveMix',
-    'RecursiveMixHistory', 'DataloaderSwitchHook', 'PiecewiseLinearLRHook',
-    'OneCycleMomentum', 'SafeOneCycleLR', 'LerpColorJitter', 'PCALighting'
+    'LerpColorJitter', 'PCALighting', 'CalibrationError'
 ] + _backbones

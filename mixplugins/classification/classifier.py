@@ -26,7 +26,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..core.recursive import consistency_loss, roi_pool_box
 from .base import ModelBoundAugment
-from .recursivemix import RecursiveMix, RecursiveMixHistory, RecursiveMixStep
+from ..engine.history import RecursiveMixHistory
+from .recursivemix import RecursiveMix, RecursiveMixStep
 from .rlmix import RLMix
 from .rmix import RMix
 
@@ -114,7 +115,7 @@ class MixImageClassifier(ImageClassifier):
             channels = self._last_feature_channels()
             self.fc_roi = nn.Linear(channels, self.head.num_classes)
             self.rm_history = RecursiveMixHistory(
-                carry=recursive[0].carry_history)
+                carry_history=recursive[0].carry_history)
 
     # ------------------------------------------------------------ build
     def _mix_augments(self) -> Iterator[ModelBoundAugment]:
@@ -248,8 +249,8 @@ class MixImageClassifier(ImageClassifier):
             losses['loss_consistency'] = roi_logits.sum() * 0.0
         if self.training:
             self.rm_history.sync_epoch()
-            self.rm_history.update(inputs, _stack_targets(data_samples),
-                                   logits)
+            self.rm_history.store(
+                inputs, targets=_stack_targets(data_samples), logits=logits)
         return losses
 
 

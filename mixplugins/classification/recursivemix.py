@@ -4,19 +4,21 @@ Proposed in `RecursiveMix: Mixed Learning with History
 <https://arxiv.org/abs/2203.06844>`_ (Yang et al., NeurIPS 2022); official
 code: https://github.com/implus/RecursiveMix-pytorch.
 """
-import math
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
-from mmengine.logging import MessageHub
 from mmpretrain.registry import BATCH_AUGMENTS
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..core.recursive import (INTERPOLATION_MODES, check_paste_alpha,
+from ..core.checks import (check_bool, check_choice, check_number,
+                           check_paste_alpha)
+from ..core.recursive import (INTERPOLATION_MODES, RecursiveMixParams,
                               paste_history, sample_box)
+from ..engine.finite import check_finite_batch
+from ..engine.history import RecursiveMixHistory
 from .base import ModelBoundAugment
 
-__all__ = ['RecursiveMix', 'RecursiveMixHistory', 'RecursiveMixStep']
+__all__ = ['RecursiveMix', 'RecursiveMixStep']
 
 
 class RecursiveMixStep(NamedTuple):
@@ -34,93 +36,6 @@ class RecursiveMixStep(NamedTuple):
     omega: float
 
 
-class RecursiveMixHistory(nn.Module):
-    """The previous step's mixed inputs, targets and logits (per process).
-
-    The single owner of RecursiveMix's state; a submodule of
-    :class:`~mixplugins.classification.MixImageClassifier`, so it is saved in
-    and restored from checkpoints (``rm_history._extra_state``). Under DDP
-    each process keeps its own history, as in the paper; mmengine saves
-    checkpoints from rank 0 only, so a resumed multi-process run restores
-    rank 0's history on every rank.
-
-    Args:
-        carry (bool): Keep the history across epochs. False (the official
-            behaviour) clears it when the epoch read from mmengine's
-            ``MessageHub`` changes, so the first step of each epoch is
-            unmixed. Under ``IterBasedTrainLoop`` the epoch never changes,
-            so the history is carried over the whole run. Defaults to False.
-    """
-
-    def __init__(self, carry: bool = False) -> None:
-        super().__init__()
-        self.carry = carry
-        self.epoch: Optional[int] = None
-        self.inputs: Optional[Tensor] = None
-        self.targets: Optional[Tensor] = None
-        self.logits: Optional[Tensor] = None
-
-    def __len__(self) -> int:
-        return 0 if self.inputs is None else self.inputs.shape[0]
-
-    def clear(self) -> None:
-        """Forget the stored batch."""
-        self.inputs = self.targets = self.logits = None
-
-    def sync_epoch(self) -> None:
-        """Clear the history when a new epoch starts (unless ``carry``)."""
-        epoch = MessageHub.get_current_instance().get_info('epoch')
-        if epoch != self.epoch:
-            if not self.carry:
-                self.clear()
-            self.epoch = epoch
-
-    def update(self, inputs: Tensor, targets: Tensor, logits: Tensor) -> None:
-        """Store this step's mixed batch (detached copies)."""
-        self.inputs = inputs.detach().clone()
-        self.targets = targets.detach().clone().float()
-        self.logits = logits.detach().clone()
-
-    def take(self, batch_size: int,
-             device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
-        """The history for a batch of ``batch_size`` images on ``device``.
-
-        Image ``b`` gets history image ``b``; a history smaller than the
-        batch (only possible when carried over a short last batch) is
-        cycled. A history restored from a checkpoint onto the CPU moves to
-        ``device`` once.
-        """
-        if self.inputs.device != torch.device(device):
-            self.inputs, self.targets, self.logits = (
-                t.to(device) for t in (self.inputs, self.targets, self.logits))
-        n = len(self)
-        if n >= batch_size:
-            return (self.inputs[:batch_size], self.targets[:batch_size],
-                    self.logits[:batch_size])
-        index = torch.arange(batch_size, device=self.inputs.device) % n
-        return self.inputs[index], self.targets[index], self.logits[index]
-
-    def get_extra_state(self) -> Any:
-        # mmengine broadcasts every state_dict entry from rank 0 when it
-        # initialises a distributed model, so an empty history must still be
-        # a tensor.
-        if self.inputs is None:
-            return torch.zeros(0)
-        return dict(
-            epoch=self.epoch,
-            inputs=self.inputs,
-            targets=self.targets,
-            logits=self.logits)
-
-    def set_extra_state(self, state: Any) -> None:
-        if not isinstance(state, dict):
-            self.clear()
-            return
-        self.epoch = state.get('epoch')
-        self.inputs, self.targets, self.logits = (
-            state.get(k) for k in ('inputs', 'targets', 'logits'))
-
-
 @BATCH_AUGMENTS.register_module()
 class RecursiveMix(ModelBoundAugment):
     r"""RecursiveMix: paste the previous mixed batch into the current one.
@@ -134,7 +49,11 @@ class RecursiveMix(ModelBoundAugment):
     \mathrm{softmax}(z^{hist}))` (logged as ``loss_consistency``).
 
     Needs ``model.type='MixImageClassifier'``, which owns the history
-    (:class:`RecursiveMixHistory`) and the RoI head ``fc_roi``.
+    (``rm_history``, a
+    :class:`~mixplugins.engine.history.RecursiveMixHistory`) and the RoI head
+    ``fc_roi``. After each call the augment keeps what it drew as
+    ``last_params`` (:class:`~mixplugins.core.recursive.RecursiveMixParams`:
+    one box for the whole batch, repeated per image).
 
     Note:
         The official code passed RoIAlign a box transposed with respect to
@@ -160,19 +79,33 @@ class RecursiveMix(ModelBoundAugment):
                  carry_history: bool = False) -> None:
         super().__init__()
         self.alpha = check_paste_alpha(alpha)
-        if isinstance(omega, bool) or not isinstance(
-                omega, (int, float)) or not 0 <= omega < math.inf:
-            raise ValueError(f'`omega` must be a finite number >= 0, got '
-                             f'{omega!r}')
-        self.omega = float(omega)
-        if interpolation not in INTERPOLATION_MODES:
-            raise ValueError(f'`interpolation` must be one of '
-                             f'{INTERPOLATION_MODES}, got {interpolation!r}')
-        self.interpolation = interpolation
-        if not isinstance(carry_history, bool):
-            raise TypeError('`carry_history` must be a bool, got '
-                            f'{carry_history!r}')
-        self.carry_history = carry_history
+        self.omega = check_number('omega', omega, 0.0)
+        self.interpolation = check_choice('interpolation', interpolation,
+                                          INTERPOLATION_MODES)
+        self.carry_history = check_bool('carry_history', carry_history)
+        self.last_params: Optional[RecursiveMixParams] = None
+
+    @property
+    def history(self) -> RecursiveMixHistory:
+        """The history, owned by the bound classifier (``rm_history``)."""
+        return self.model.rm_history
+
+    def make_params(self, batch_size: int, height: int,
+                    width: int) -> RecursiveMixParams:
+        """Draw the paste box (one per batch, as the official code) for a
+        non-empty history; all-zero boxes and ``lam`` 1 for an empty one."""
+        n = batch_size
+        boxes = torch.zeros(n, 4, dtype=torch.long)
+        src_boxes = torch.zeros(n, 4, dtype=torch.long)
+        lam = torch.ones(n)
+        if len(self.history):
+            box = torch.tensor(sample_box(height, width, self.alpha))
+            boxes[:] = box
+            hh, hw = self.history.inputs.shape[-2:]
+            src_boxes[:, 2:] = torch.tensor([hw, hh])
+            area = int((box[2] - box[0]) * (box[3] - box[1]))
+            lam[:] = 1.0 - area / (height * width)
+        return RecursiveMixParams(boxes, lam, self.history.rows(n), src_boxes)
 
     def __call__(self, batch_inputs: Tensor,
                  batch_scores: Tensor) -> Tuple[Tensor, Tensor]:
@@ -190,15 +123,17 @@ class RecursiveMix(ModelBoundAugment):
             raise ValueError('RecursiveMix expects scores of shape (B, K) '
                              f'with B = {len(batch_inputs)} images, got '
                              f'{tuple(batch_scores.shape)}')
-        history = self.model.rm_history
+        check_finite_batch('RecursiveMix', batch_inputs)
+        history = self.history
         history.sync_epoch()
         scores = batch_scores.float()
+        b, _, h, w = batch_inputs.shape
+        params = self.last_params = self.make_params(b, h, w)
         if len(history) == 0:
             return batch_inputs.clone(), scores
-        b, _, h, w = batch_inputs.shape
         hist_inputs, hist_targets, hist_logits = history.take(
-            b, batch_inputs.device)
-        box = sample_box(h, w, self.alpha)
+            b, batch_inputs.device, 'targets', 'logits')
+        box = tuple(params.boxes[0].tolist())
         mixed, targets, lam = paste_history(batch_inputs, scores, hist_inputs,
                                             hist_targets, box,
                                             self.interpolation)

@@ -19,10 +19,9 @@ from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ..core.boxes import (occlude_boxes, occlude_masks, paste_boxes,
-                          paste_images, paste_masks)
-from ..core.recursive import sample_box
-from ..paste_history import PasteHistoryAugment
+from ..core.boxes import occlude_boxes, occlude_masks, paste_boxes, paste_masks
+from ..core.checks import check_fraction
+from ..engine.paste_history import PasteHistoryAugment
 
 __all__ = ['RecursiveMix']
 
@@ -82,15 +81,6 @@ def _pack(rec: Record, box_type: Any, like: InstanceData) -> InstanceData:
     return out
 
 
-def _clone(rec: Optional[Record]) -> Optional[Record]:
-    if rec is None:
-        return None
-    return {
-        k: None if v is None else v.detach().clone()
-        for k, v in rec.items()
-    }
-
-
 @MODELS.register_module()
 class RecursiveMix(PasteHistoryAugment):
     r"""RecursiveMix for detection: paste the previous mixed batch.
@@ -123,13 +113,15 @@ class RecursiveMix(PasteHistoryAugment):
     ``ignored_instances`` of the samples are replaced by new objects.
 
     The history (the mixed inputs and instances of the previous call) is
-    per process and owned by this module: a submodule of the model's data
-    preprocessor, it is saved in checkpoints through
-    ``get_extra_state``/``set_extra_state``. As the official code, it is
-    cleared when the epoch in mmengine's ``MessageHub`` changes (so the
-    first step of each epoch is unmixed) unless ``carry_history``. The
-    official code draws one box per batch; here each image, whose valid
-    size differs, draws its own.
+    per process and owned by this module's ``history``
+    (:class:`~mixplugins.engine.history.RecursiveMixHistory`, saved in
+    checkpoints). As the official code, it is cleared when the epoch in
+    mmengine's ``MessageHub`` changes (so the first step of each epoch is
+    unmixed) unless ``carry_history``. The official code draws one box per
+    batch; here each image, whose valid size differs, draws its own. What
+    was drawn is kept as ``last_params``
+    (:class:`~mixplugins.core.recursive.RecursiveMixParams`); the step
+    itself is :class:`~mixplugins.engine.paste_history.PasteHistoryAugment`.
 
     Use in ``model.data_preprocessor`` (training only; mmdet applies batch
     augments after normalising and padding)::
@@ -151,125 +143,59 @@ class RecursiveMix(PasteHistoryAugment):
             False.
     """
 
-    HISTORY_FIELDS = dict(hist_samples=list)
-
     def __init__(self,
                  alpha: float = 0.5,
                  min_visible: float = 0.3,
                  interpolation: str = 'nearest',
                  carry_history: bool = False) -> None:
         super().__init__(alpha, interpolation, carry_history)
-        if (isinstance(min_visible, bool)
-                or not isinstance(min_visible,
-                                  (int, float)) or not 0 <= min_visible <= 1):
-            raise ValueError('`min_visible` must be a number in [0, 1], got '
-                             f'{min_visible!r}')
-        self.min_visible = float(min_visible)
+        self.min_visible = check_fraction('min_visible', min_visible)
 
-    def _fields_to_state(self) -> Dict[str, Any]:
-        return dict(samples=self.hist_samples)
+    # ------------------------------------------------------ task hooks
+    def read_targets(self, data_samples: List[DetDataSample],
+                     size: Tuple[int, int]) -> List[Record]:
+        """Per image: each instance group as plain tensors, and the box
+        type to restore."""
+        records = []
+        for sample in data_samples:
+            if 'gt_sem_seg' in sample:
+                raise ValueError('RecursiveMix does not paste `gt_sem_seg` '
+                                 'of detection samples')
+            rec: Record = {}
+            for g in _GROUPS:
+                if g in sample:
+                    rec[g], rec[g + '_type'] = _unpack(getattr(sample, g), g)
+                else:
+                    rec[g], rec[g + '_type'] = None, None
+            records.append(rec)
+        return records
 
-    def _fields_from_state(self, state: Dict[str, Any]) -> None:
-        self.hist_samples = list(state.get('samples') or [])
-
-    # ----------------------------------------------------------- mixing
-    def forward(
-        self, inputs: Tensor, data_samples: List[DetDataSample]
-    ) -> Tuple[Tensor, List[DetDataSample]]:
-        """Paste the history into the batch.
-
-        Args:
-            inputs (Tensor): Normalised, padded images (N, C, H, W).
-            data_samples (list[DetDataSample]): Samples with
-                ``gt_instances`` and metainfo ``img_shape``.
-
-        Returns:
-            tuple[Tensor, list[DetDataSample]]: Mixed images and samples.
-        """
-        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
-            raise ValueError('`inputs` must be an (N, C, H, W) tensor, got '
-                             f'{getattr(inputs, "shape", inputs)!r}')
-        n, c, h, w = inputs.shape
-        if len(data_samples) != n:
-            raise ValueError(f'got {len(data_samples)} data samples for {n} '
-                             'images')
-        self._sync_epoch()
-        current = [self._read(s, h, w) for s in data_samples]
-        if self.hist_inputs is None or not self.hist_samples:
-            mixed = inputs
-            records = current
-        else:
-            if self.hist_inputs.shape[1] != c:
-                raise ValueError(f'history images have '
-                                 f'{self.hist_inputs.shape[1]} channels, the'
-                                 f' batch has {c}')
-            if self.hist_inputs.device != inputs.device:
-                self.hist_inputs = self.hist_inputs.to(inputs.device)
-            index = [i % len(self.hist_samples) for i in range(n)]
-            hist = [self.hist_samples[j] for j in index]
-            boxes = [
-                sample_box(int(r['img_shape'][0]), int(r['img_shape'][1]),
-                           self.alpha) for r in current
-            ]
-            src_boxes = [[
-                0, 0, int(r['img_shape'][1]),
-                int(r['img_shape'][0])
-            ] for r in hist]
-            if n <= len(self.hist_samples):
-                sources = self.hist_inputs[:n]
-            else:
-                sources = self.hist_inputs[torch.as_tensor(
-                    index, device=inputs.device)]
-            mixed = paste_images(inputs, sources, boxes, src_boxes,
-                                 self.interpolation)
-            records = [
-                self._mix(cur, old, box)
-                for cur, old, box in zip(current, hist, boxes)
-            ]
-            for sample, rec in zip(data_samples, records):
-                self._write(sample, rec)
-        self.hist_inputs = mixed.detach().clone()
-        self.hist_samples = [{
-            'img_shape': r['img_shape'],
-            **{
-                g: _clone(r[g])
-                for g in _GROUPS
-            }
-        } for r in records]
-        return mixed, data_samples
-
-    @staticmethod
-    def _read(sample: DetDataSample, h: int, w: int) -> Record:
-        if 'gt_sem_seg' in sample:
-            raise ValueError('RecursiveMix does not paste `gt_sem_seg` of '
-                             'detection samples')
-        ih, iw = sample.metainfo.get('img_shape', (h, w))[:2]
-        rec: Record = dict(img_shape=(max(1, min(int(ih), h)),
-                                      max(1, min(int(iw), w))))
-        for g in _GROUPS:
-            if g in sample:
-                rec[g], rec[g + '_type'] = _unpack(getattr(sample, g), g)
-            else:
-                rec[g], rec[g + '_type'] = None, None
-        return rec
-
-    @staticmethod
-    def _write(sample: DetDataSample, rec: Record) -> None:
-        for g in _GROUPS:
-            if rec[g] is not None:
-                setattr(sample, g,
-                        _pack(rec[g], rec[g + '_type'], getattr(sample, g)))
-
-    def _mix(self, cur: Record, old: Record, box: Tuple[int, int, int,
-                                                        int]) -> Record:
-        out = dict(cur)
-        if box[2] == box[0] or box[3] == box[1]:
-            return out
-        for g in _GROUPS:
-            if cur[g] is not None:
-                out[g] = self._mix_group(cur[g], old.get(g), old['img_shape'],
-                                         box, g)
+    def paste_targets(self, targets: List[Record], rows: Tensor,
+                      boxes: Tensor, src_boxes: Tensor) -> List[Record]:
+        hist = self.history['samples']
+        out = []
+        for cur, row, box, src in zip(targets, rows.tolist(),
+                                      boxes.tolist(), src_boxes.tolist()):
+            rec = dict(cur)
+            if box[2] > box[0] and box[3] > box[1]:
+                old_shape = (src[3], src[2])
+                for g in _GROUPS:
+                    if cur[g] is not None:
+                        rec[g] = self._mix_group(cur[g], hist[row].get(g),
+                                                 old_shape, box, g)
+            out.append(rec)
         return out
+
+    def write_targets(self, data_samples: List[DetDataSample],
+                      targets: List[Record]) -> None:
+        for sample, rec in zip(data_samples, targets):
+            for g in _GROUPS:
+                if rec[g] is not None:
+                    setattr(sample, g,
+                            _pack(rec[g], rec[g + '_type'], getattr(sample, g)))
+
+    def history_fields(self, targets: List[Record]) -> Dict[str, Any]:
+        return dict(samples=[{g: rec[g] for g in _GROUPS} for rec in targets])
 
     def _mix_group(self, cur: Record, old: Optional[Record],
                    old_shape: Tuple[int, int], box: Tuple[int, int, int, int],
@@ -291,20 +217,16 @@ class RecursiveMix(PasteHistoryAugment):
                 if old['masks'] is None:
                     raise ValueError(f'`{group}.masks` is set but the history '
                                      'batch had no masks')
-                mode = ('nearest-exact' if self.interpolation
-                        == 'nearest-exact' else 'nearest')
                 parts['masks'].append(
                     paste_masks(old['masks'][kp.cpu()],
                                 old_shape,
                                 box,
                                 masks.shape[1:],
-                                mode=mode).to(masks.dtype))
+                                mode=self.label_mode).to(masks.dtype))
         return {
             k: (torch.cat(parts[k]) if k in parts else None)
             for k in _FIELDS
         }
 
     def extra_repr(self) -> str:
-        return (f'alpha={self.alpha}, min_visible={self.min_visible}, '
-                f'interpolation={self.interpolation!r}, '
-                f'carry_history={self.carry_history}')
+        return f'{super().extra_repr()}, min_visible={self.min_visible}'

@@ -8,17 +8,18 @@ Classifiers with Localizable Features <https://arxiv.org/abs/1905.04899>`_
 together with the pixels, for
 :class:`~mixplugins.segmentation.MixSegDataPreProcessor`.
 """
-import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor, nn
 
-from ..core.boxes import paste_images, sample_cutmix_box
-from ..core.sampling import check_positive, sample_beta
+from ..core.boxes import CutMixParams, box_area, paste_images
+from ..core.checks import check_images, check_number
+from ..core.sampling import rand_bbox, sample_beta
 from ..core.seg import paste_seg
+from ..engine.finite import check_finite_batch
 from .data_preprocessor import stack_seg_fields, write_seg_fields
 
 __all__ = ['SegCutMix']
@@ -41,8 +42,11 @@ class SegCutMix(nn.Module):
     get the same region of the partner's maps, so each pixel keeps its own
     label. There are no soft labels to mix (``correct_lam`` does not
     apply). The box may cover padding: pasted padding keeps its
-    ``seg_pad_val`` label, so the loss ignores it. Registered in
-    ``mmseg.registry.MODELS`` as ``'SegCutMix'`` and ``'CutMix'``::
+    ``seg_pad_val`` label, so the loss ignores it. Each call draws
+    (:meth:`make_params`) and then pastes, and keeps what it drew as
+    ``last_params`` (:class:`~mixplugins.core.boxes.CutMixParams`).
+    Registered in ``mmseg.registry.MODELS`` as ``'SegCutMix'`` and
+    ``'CutMix'``::
 
         data_preprocessor=dict(type='MixSegDataPreProcessor', ...,
                                batch_augments=[dict(type='CutMix',
@@ -55,10 +59,22 @@ class SegCutMix(nn.Module):
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
-        self.alpha = check_positive('alpha', alpha)
-        if not math.isfinite(self.alpha):
-            raise ValueError(f'`alpha` must be a finite number > 0, got '
-                             f'{alpha!r}')
+        self.alpha = check_number('alpha', alpha, 0.0, low_open=True)
+        self.last_params: Optional[CutMixParams] = None
+
+    def make_params(self, batch_size: int, height: int,
+                    width: int) -> CutMixParams:
+        r"""Draw :math:`\lambda`, the box (mmpretrain's ``rand_bbox`` rule,
+        :func:`~mixplugins.core.sampling.rand_bbox` of area
+        :math:`1 - \lambda`) and the partners; ``lam`` is corrected to the
+        clipped box."""
+        lam = sample_beta(self.alpha)
+        box = rand_bbox(height, width, 1.0 - lam.double())
+        kept = 1.0 - box_area(box.double()) / (height * width)
+        return CutMixParams(
+            boxes=box.expand(batch_size, 4),
+            lam=kept.float().expand(batch_size),
+            index=torch.randperm(batch_size))
 
     def forward(
         self, inputs: Tensor, data_samples: List[SegDataSample]
@@ -72,21 +88,20 @@ class SegCutMix(nn.Module):
         Returns:
             tuple[Tensor, list[SegDataSample]]: Mixed images and samples.
         """
-        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
-            raise ValueError('`inputs` must be an (N, C, H, W) tensor, got '
-                             f'{getattr(inputs, "shape", inputs)!r}')
+        check_images('inputs', inputs)
+        check_finite_batch('CutMix', inputs)
         n, _, h, w = inputs.shape
         if len(data_samples) != n:
             raise ValueError(f'got {len(data_samples)} data samples for {n} '
                              'images')
         maps = stack_seg_fields(data_samples, (h, w))
-        lam = float(sample_beta(self.alpha))
-        box, _ = sample_cutmix_box(h, w, lam)
-        index = torch.randperm(n, device=inputs.device)
-        boxes = [box] * n
-        mixed = paste_images(inputs, inputs[index], boxes, boxes)
+        params = self.last_params = self.make_params(n, h, w)
+        index = params.index.to(inputs.device)
+        mixed = paste_images(inputs, inputs[index], params.boxes,
+                             params.boxes)
         write_seg_fields(data_samples, {
-            k: paste_seg(v, v[index], boxes, boxes)
+            k: paste_seg(v, v[index.to(v.device)], params.boxes,
+                         params.boxes)
             for k, v in maps.items()
         })
         return mixed, data_samples

@@ -5,16 +5,13 @@ the CPU, shrunk to ResNet-18 and small images. Runs in a fresh interpreter
 so that ``custom_imports`` -- not this test session -- imports mixplugins.
 """
 import json
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
 from mixplugins.datasets.synthetic import make_coco_shapes
+from tests._helpers import REPO, run_for_result, tool_env
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'detection',
                   'atss_r50_fpn_rm-det_1x_coco.py')
 
@@ -63,7 +60,7 @@ runner = Runner.from_cfg(cfg)
 aug = runner.model.data_preprocessor.batch_augments[0]
 seen = []
 aug.register_forward_pre_hook(
-    lambda mod, inp: seen.append(mod.hist_inputs is not None))
+    lambda mod, inp: seen.append(mod.history.inputs is not None))
 from mmengine.hooks import Hook
 val_metrics = {}
 class Grab(Hook):
@@ -73,7 +70,7 @@ runner.register_hook(Grab())
 runner.train()
 ckpt = torch.load(args['work_dir'] + '/epoch_1.pth', map_location='cpu',
                   weights_only=False)
-state = ckpt['state_dict']['data_preprocessor.batch_augments.0._extra_state']
+state = ckpt['state_dict']['data_preprocessor.batch_augments.0.history._extra_state']
 print('RESULT ' + json.dumps(dict(
     aug=type(aug).__module__ + '.' + type(aug).__name__,
     pasted=seen, iters=runner.iter,
@@ -98,18 +95,10 @@ def test_rm_det_config_trains_through_runner(tmp_path):
                 train_img=info['train_img'],
                 val_img=info['val_img'],
                 work_dir=str(tmp_path / 'work'))
-    env = dict(os.environ, OMP_NUM_THREADS='2', MKL_NUM_THREADS='2')
-    proc = subprocess.run([sys.executable, '-c', SCRIPT,
-                           json.dumps(args)],
-                          cwd=str(tmp_path),
-                          capture_output=True,
-                          text=True,
-                          timeout=600,
-                          env=env)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith('RESULT ')]
-    res = json.loads(line[-1][len('RESULT '):])
+    res = run_for_result(SCRIPT,
+                         json.dumps(args),
+                         cwd=tmp_path,
+                         env=tool_env(threads=2))
     assert res['aug'] == 'mixplugins.detection.recursivemix.RecursiveMix'
     # 4 images / batch 2: two steps, the first unmixed, the second mixed
     assert res['pasted'] == [False, True] and res['iters'] == 2

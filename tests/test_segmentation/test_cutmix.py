@@ -80,3 +80,27 @@ def test_one_box_from_a_permuted_partner_labels_follow_pixels():
     # Beta(1, 1): nominal pasted fraction 1 - lam ~ U(0, 1), clipped at the
     # borders, so the mean is well inside (0, 1)
     assert 0.05 < sum(areas) / len(areas) < 0.8
+
+
+def test_last_params_reproduce_the_output_bitwise():
+    from mixplugins.core.boxes import CutMixParams, paste_images
+    from mixplugins.core.seg import paste_seg
+    torch.manual_seed(5)
+    pre = _preprocessor()
+    aug = pre.batch_augments[0]
+    batch = IdBatch([SIZE] * 4, 1000)  # test mode needs equal sizes
+    for _ in range(5):
+        ref = pre(batch.data(), training=False)
+        x, seg = ref['inputs'], seg_of(ref['data_samples'])
+        res = pre(batch.data(), training=True)
+        p = aug.last_params
+        assert isinstance(p, CutMixParams) and p.boxes.shape == (4, 4)
+        assert (p.boxes == p.boxes[0]).all() and (p.lam == p.lam[0]).all()
+        x1, y1, x2, y2 = p.boxes[0].tolist()
+        assert float(p.lam[0]) == pytest.approx(1 - (x2 - x1) * (y2 - y1) /
+                                                (48 * 48))
+        assert sorted(p.index.tolist()) == [0, 1, 2, 3]
+        assert torch.equal(res['inputs'],
+                           paste_images(x, x[p.index], p.boxes, p.boxes))
+        assert torch.equal(seg_of(res['data_samples']),
+                           paste_seg(seg, seg[p.index], p.boxes, p.boxes))

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from mmengine.logging import MessageHub
 from mmseg.registry import MODELS
 
-import mixplugins.segmentation.recursivemix as rm_module
 from mixplugins.segmentation import RecursiveMix
 
 from ._helpers import IdBatch, seg_of
@@ -26,18 +25,14 @@ def _preprocessor(aug=None, size=SIZE):
     return pre
 
 
-@pytest.fixture
-def box_log(monkeypatch):
-    calls = []
-    real = rm_module.sample_box
-
-    def spy(h, w, alpha, generator=None):
-        box = real(h, w, alpha, generator)
-        calls.append(((h, w), box))
-        return box
-
-    monkeypatch.setattr(rm_module, 'sample_box', spy)
-    return calls
+def _boxes(pre):
+    """Paste boxes of the last call, read from the augment's record
+    (``last_params``); [] when nothing was pasted."""
+    params = pre.batch_augments[0].last_params
+    if not params.boxes.any():
+        assert bool((params.lam == 1).all())
+        return []
+    return params.boxes.tolist()
 
 
 def _check(batch, prev, out, samples, boxes, field='gt_sem_seg', offset=0):
@@ -86,31 +81,30 @@ class TestRecursiveMix:
             MODELS.build({**DEFAULT_ARGS, 'carry_history': 'yes'})
         assert isinstance(MODELS.build(DEFAULT_ARGS), RecursiveMix)
 
-    def test_labels_follow_pixels_over_steps(self, box_log):
+    def test_labels_follow_pixels_over_steps(self):
         torch.manual_seed(0)
         pre = _preprocessor()
         sizes = [[(40, 56), (64, 48), (30, 64)], [(64, 50), (44, 44)],
                  [(50, 60), (64, 40), (33, 33), (64, 64)]]
         first = IdBatch(sizes[0], 1000)
         out = pre(first.data(), training=True)
-        assert box_log == []
+        assert _boxes(pre) == []
         assert torch.equal(out['inputs'], first.padded(SIZE))
         prev = (out['inputs'], seg_of(out['data_samples']),
                 [s.metainfo['img_shape'] for s in out['data_samples']])
         changed = 0
         for step in range(6):
             batch = IdBatch(sizes[1 + step % 2], 10**5 * (step + 1))
-            del box_log[:]
             res = pre(batch.data(), training=True)
-            assert [c[0] for c in box_log] == [
-                s.metainfo['img_shape'] for s in res['data_samples']
-            ]
+            for (x1, y1, x2, y2), s in zip(_boxes(pre), res['data_samples']):
+                ih, iw = s.metainfo['img_shape'][:2]
+                assert 0 <= x1 <= x2 <= iw and 0 <= y1 <= y2 <= ih
             prev = _check(batch, prev, res['inputs'], res['data_samples'],
-                          [c[1] for c in box_log])
+                          _boxes(pre))
             changed += int(not torch.equal(res['inputs'], batch.padded(SIZE)))
         assert changed > 0
 
-    def test_ignore_maps_and_edge_maps(self, box_log):
+    def test_ignore_maps_and_edge_maps(self):
         torch.manual_seed(1)
         pre = _preprocessor()
         # history: real labels; current: seg maps full of the ignore index
@@ -121,11 +115,10 @@ class TestRecursiveMix:
                           10**5 * (k + 1),
                           edge_map=True,
                           seg_value=255)
-            del box_log[:]
             res = pre(cur.data(), training=True)
             seg = seg_of(res['data_samples'])
             edge = seg_of(res['data_samples'], 'gt_edge_map')
-            for i, (_, (x1, y1, x2, y2)) in enumerate(box_log):
+            for i, (x1, y1, x2, y2) in enumerate(_boxes(pre)):
                 inside = torch.zeros(64, 64, dtype=torch.bool)
                 inside[y1:y2, x1:x2] = True
                 # outside the paste: still all ignore
@@ -144,7 +137,7 @@ class TestRecursiveMix:
                     assert torch.equal(seg[i, 0, y1:y2, x1:x2], ref[0, 0])
             out = res
 
-    def test_mostly_padding_and_smaller_history(self, box_log):
+    def test_mostly_padding_and_smaller_history(self):
         torch.manual_seed(2)
         pre = _preprocessor()
         first = IdBatch([(64, 64), (20, 12)], 1000)
@@ -155,10 +148,9 @@ class TestRecursiveMix:
             # an 8x8 image in a 64x64 batch, and a bigger batch than history
             batch = IdBatch([(8, 8), (64, 64), (16, 64), (64, 9)],
                             10**5 * (k + 1))
-            del box_log[:]
             res = pre(batch.data(), training=True)
             prev = _check(batch, prev, res['inputs'], res['data_samples'],
-                          [c[1] for c in box_log])
+                          _boxes(pre))
 
     def test_epoch_reset_and_carry(self):
         hub = MessageHub.get_instance('mixplugins-test-seg-epoch')
@@ -177,9 +169,9 @@ class TestRecursiveMix:
         pre = _preprocessor()
         pre(IdBatch([(64, 64), (30, 40)], 1000).data(), training=True)
         state = pre.state_dict()
-        key = 'batch_augments.0._extra_state'
+        key = 'batch_augments.0.history._extra_state'
         assert key in state and state[key]['inputs'].shape == (2, 3, 64, 64)
-        assert state[key]['shapes'] == [[64, 64], [30, 40]]
+        assert state[key]['shapes'].tolist() == [[64, 64], [30, 40]]
         fresh = _preprocessor()
         fresh.load_state_dict(state)
         nxt = IdBatch([(64, 64), (50, 60)], 10**5)
@@ -199,4 +191,39 @@ class TestRecursiveMix:
             out = pre(batch.data(), training=False)
             assert torch.equal(out['inputs'],
                                torch.stack([x.float() for x in batch.images]))
-        assert pre.batch_augments[0].hist_inputs is None
+        assert pre.batch_augments[0].history.inputs is None
+
+
+def test_last_params_reproduce_the_output_bitwise():
+    """``paste_images`` / ``paste_seg`` on the record give the augment's
+    images and label maps."""
+    from mixplugins.core.boxes import paste_images
+    from mixplugins.core.seg import paste_seg
+    MessageHub.get_current_instance().update_info('epoch', 0)
+    torch.manual_seed(4)
+    pre = _preprocessor()
+    aug = pre.batch_augments[0]
+    # mmseg's test-mode preprocessing (the reference) needs equal sizes;
+    # valid areas smaller than the batch are covered by the tests above
+    sizes = [[SIZE] * 3, [SIZE] * 2]
+    pasted = 0
+    for step in range(5):
+        batch = IdBatch(sizes[step % 2], 10**5 * (step + 1))
+        ref = pre(batch.data(), training=False)
+        x = ref['inputs']
+        seg = seg_of(ref['data_samples'])
+        hist = aug.history.inputs
+        hist_seg = None if hist is None else aug.history['maps']['gt_sem_seg']
+        res = pre(batch.data(), training=True)
+        p = aug.last_params
+        if hist is None:
+            assert torch.equal(res['inputs'], x) and not p.boxes.any()
+            continue
+        assert torch.equal(
+            res['inputs'],
+            paste_images(x, hist[p.index], p.boxes, p.src_boxes))
+        assert torch.equal(
+            seg_of(res['data_samples']),
+            paste_seg(seg, hist_seg[p.index], p.boxes, p.src_boxes))
+        pasted += int(p.boxes[:, 2:].gt(p.boxes[:, :2]).all(1).sum())
+    assert pasted > 0

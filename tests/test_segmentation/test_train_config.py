@@ -6,16 +6,13 @@ crops. Runs in a fresh interpreter so that ``custom_imports`` imports
 mixplugins.
 """
 import json
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
 from mixplugins.datasets.synthetic import make_ade20k_shapes
+from tests._helpers import REPO, run_for_result, tool_env
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'segmentation',
                   'upernet_r50_rm-seg_512x512_80k_ade20k.py')
 
@@ -58,7 +55,7 @@ pre = runner.model.data_preprocessor
 aug = pre.batch_augments[0]
 seen = []
 aug.register_forward_pre_hook(
-    lambda mod, inp: seen.append(mod.hist_inputs is not None))
+    lambda mod, inp: seen.append(mod.history.inputs is not None))
 val_metrics = {}
 class Grab(Hook):
     def after_val_epoch(self, runner, metrics=None):
@@ -67,7 +64,7 @@ runner.register_hook(Grab())
 runner.train()
 ckpt = torch.load(args['work_dir'] + '/iter_2.pth', map_location='cpu',
                   weights_only=False)
-state = ckpt['state_dict']['data_preprocessor.batch_augments.0._extra_state']
+state = ckpt['state_dict']['data_preprocessor.batch_augments.0.history._extra_state']
 print('RESULT ' + json.dumps(dict(
     pre=type(pre).__name__,
     aug=type(aug).__module__ + '.' + type(aug).__name__,
@@ -88,18 +85,10 @@ def test_rm_seg_config_trains_through_runner(tmp_path):
     args = dict(config=CONFIG,
                 root=info['data_root'],
                 work_dir=str(tmp_path / 'work'))
-    env = dict(os.environ, OMP_NUM_THREADS='2', MKL_NUM_THREADS='2')
-    proc = subprocess.run([sys.executable, '-c', SCRIPT,
-                           json.dumps(args)],
-                          cwd=str(tmp_path),
-                          capture_output=True,
-                          text=True,
-                          timeout=600,
-                          env=env)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith('RESULT ')]
-    res = json.loads(line[-1][len('RESULT '):])
+    res = run_for_result(SCRIPT,
+                         json.dumps(args),
+                         cwd=tmp_path,
+                         env=tool_env(threads=2))
     assert res['pre'] == 'MixSegDataPreProcessor'
     assert res['aug'] == 'mixplugins.segmentation.recursivemix.RecursiveMix'
     assert res['pasted'] == [False, True] and res['iters'] == 2
