@@ -37,13 +37,14 @@ Hence ``Normalize(mean, std)(aug_plus(x / 255))`` of the reference equals the
 data preprocessor's ``(aug_plus_mm(x) - 255 mean) / (255 std)`` up to float
 rounding. Neither transform clips, like the reference.
 """
-import numbers
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_randomness
 from mmpretrain.registry import TRANSFORMS
+
+from ..core.checks import check_choice, check_number
 
 __all__ = [
     'LerpColorJitter', 'PCALighting', 'IMAGENET_PCA_EIGVAL',
@@ -64,10 +65,7 @@ _CHANNEL_ORDERS = ('bgr', 'rgb')
 
 
 def _check_channel_order(channel_order: str) -> str:
-    if channel_order not in _CHANNEL_ORDERS:
-        raise ValueError(f'`channel_order` must be one of {_CHANNEL_ORDERS}, '
-                         f'got {channel_order!r}')
-    return channel_order
+    return check_choice('channel_order', channel_order, _CHANNEL_ORDERS)
 
 
 def _to_float_hwc3(img: np.ndarray) -> np.ndarray:
@@ -78,8 +76,40 @@ def _to_float_hwc3(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32)  # copy: the input is never modified
 
 
+class _ColourTransform(BaseTransform):
+    """A random colour transform of an ``(H, W, 3)`` image, output float32.
+
+    :meth:`transform` converts the image (a copy), draws the parameters with
+    the subclass's ``_rand_params`` (when :attr:`enabled`) and applies them
+    with its ``_apply``.
+    """
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the transform draws and applies anything."""
+        return True
+
+    def _apply(self, img: np.ndarray, params) -> np.ndarray:
+        raise NotImplementedError
+
+    def transform(self, results: Dict) -> Dict:
+        """Transform ``results['img']``.
+
+        Args:
+            results (dict): Result dict with ``img``.
+
+        Returns:
+            dict: ``results`` with a float32 ``img``.
+        """
+        img = _to_float_hwc3(results['img'])
+        if self.enabled:
+            img = self._apply(img, self._rand_params())
+        results['img'] = img
+        return results
+
+
 @TRANSFORMS.register_module()
-class LerpColorJitter(BaseTransform):
+class LerpColorJitter(_ColourTransform):
     r"""fb.resnet.torch colour jitter: unclipped brightness, contrast and
     saturation blends in random order.
 
@@ -127,16 +157,9 @@ class LerpColorJitter(BaseTransform):
                  contrast: float = 0.4,
                  saturation: float = 0.4,
                  channel_order: str = 'bgr') -> None:
-        strengths = dict(
-            brightness=brightness, contrast=contrast, saturation=saturation)
-        for name, value in strengths.items():
-            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                    or value < 0):
-                raise ValueError(
-                    f'`{name}` must be a number >= 0, got {value!r}')
-        self.brightness = float(brightness)
-        self.contrast = float(contrast)
-        self.saturation = float(saturation)
+        self.brightness = check_number('brightness', brightness, 0.0)
+        self.contrast = check_number('contrast', contrast, 0.0)
+        self.saturation = check_number('saturation', saturation, 0.0)
         self.channel_order = _check_channel_order(channel_order)
         weights = np.array(_GRAY_WEIGHTS, dtype=np.float32)
         self._gray_weights = (
@@ -175,19 +198,6 @@ class LerpColorJitter(BaseTransform):
             img = (img + np.float32(a) * (target - img)).astype(np.float32)
         return img
 
-    def transform(self, results: Dict) -> Dict:
-        """Jitter ``results['img']``.
-
-        Args:
-            results (dict): Result dict with ``img``.
-
-        Returns:
-            dict: ``results`` with a float32 ``img``.
-        """
-        img = _to_float_hwc3(results['img'])
-        results['img'] = self._apply(img, self._rand_params())
-        return results
-
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(brightness={self.brightness}, '
                 f'contrast={self.contrast}, saturation={self.saturation}, '
@@ -195,7 +205,7 @@ class LerpColorJitter(BaseTransform):
 
 
 @TRANSFORMS.register_module()
-class PCALighting(BaseTransform):
+class PCALighting(_ColourTransform):
     r"""AlexNet-style PCA lighting noise, unclipped, in the image's units.
 
     The ``aug_plus`` lighting of RecursiveMix
@@ -250,19 +260,11 @@ class PCALighting(BaseTransform):
             raise ValueError(f'`eigval` must hold 3 numbers, got {eigval!r}')
         if eigvec_arr.shape != (3, 3):
             raise ValueError(f'`eigvec` must be a 3x3 matrix, got {eigvec!r}')
-        if (isinstance(alphastd, bool)
-                or not isinstance(alphastd, numbers.Real) or alphastd < 0):
-            raise ValueError(
-                f'`alphastd` must be a number >= 0, got {alphastd!r}')
-        if (isinstance(value_scale, bool)
-                or not isinstance(value_scale, numbers.Real)
-                or not value_scale > 0):
-            raise ValueError(
-                f'`value_scale` must be a number > 0, got {value_scale!r}')
+        self.alphastd = check_number('alphastd', alphastd, 0.0)
+        self.value_scale = check_number(
+            'value_scale', value_scale, 0.0, low_open=True)
         self.eigval = eigval_arr
         self.eigvec = eigvec_arr
-        self.alphastd = float(alphastd)
-        self.value_scale = float(value_scale)
         self.channel_order = _check_channel_order(channel_order)
 
     @cache_randomness
@@ -285,20 +287,15 @@ class PCALighting(BaseTransform):
             rgb = rgb[::-1]
         return rgb.astype(np.float32)
 
-    def transform(self, results: Dict) -> Dict:
-        """Add lighting noise to ``results['img']``.
+    @property
+    def enabled(self) -> bool:
+        """No noise (and no draw) when ``alphastd`` is 0."""
+        return self.alphastd > 0
 
-        Args:
-            results (dict): Result dict with ``img``.
-
-        Returns:
-            dict: ``results`` with a float32 ``img``.
-        """
-        img = _to_float_hwc3(results['img'])
-        if self.alphastd > 0:
-            img += self.offset(self._rand_params())
-        results['img'] = img
-        return results
+    def _apply(self, img: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """Add the offset of the coefficients ``alpha`` to ``img``."""
+        img += self.offset(alpha)
+        return img
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(eigval={self.eigval.tolist()}, '

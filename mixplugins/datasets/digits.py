@@ -25,6 +25,8 @@ from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
+from ..core.checks import check_choice, check_int
+
 __all__ = ['prepare_digits', 'load_digits_split', 'DIGITS_CLASSES']
 
 #: Class (folder) names, in label order.
@@ -38,16 +40,10 @@ _SPLITS = ('train', 'val')
 
 
 def _check_args(size: int, val_per_class: int, interpolation: str) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f'`size` must be an int >= 8, got {size!r}')
-    if (isinstance(val_per_class, bool) or not isinstance(val_per_class, int)
-            or not 1 <= val_per_class <= 100):
-        raise ValueError('`val_per_class` must be an int in [1, 100] (the '
-                         'smallest class has 174 images), got '
-                         f'{val_per_class!r}')
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f'`interpolation` must be one of {INTERPOLATIONS}, '
-                         f'got {interpolation!r}')
+    check_int('size', size, 8)
+    # at most 100: the smallest class has 174 images
+    check_int('val_per_class', val_per_class, 1, 100)
+    check_choice('interpolation', interpolation, INTERPOLATIONS)
 
 
 def _split_indices(labels: np.ndarray,
@@ -102,8 +98,7 @@ def load_digits_split(
         uint8 RGB, labels (N,) int64 and the indices (N,) of the images in
         scikit-learn's order.
     """
-    if split not in _SPLITS:
-        raise ValueError(f'`split` must be one of {_SPLITS}, got {split!r}')
+    check_choice('split', split, _SPLITS)
     _check_args(size, val_per_class, interpolation)
     from sklearn.datasets import load_digits
 

@@ -47,6 +47,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..core.checks import check_choice, check_int, check_sequence
+
 __all__ = ['CIFAR_VARIANTS', 'write_cifar', 'write_imagenet']
 
 #: ``variant -> (folder, number of classes, train files, test file, meta
@@ -59,14 +61,6 @@ CIFAR_VARIANTS: Dict[str, Tuple[str, int, Tuple[str, ...], str, str]] = {
 }
 _CIFAR_SIZE = 32
 _CIFAR_SPLITS = ('train', 'test')
-
-
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or value < minimum:
-        raise ValueError(f'`{name}` must be an int >= {minimum}, got '
-                         f'{value!r}')
-    return int(value)
 
 
 def _class_images(rng: np.random.Generator, labels: np.ndarray,
@@ -117,18 +111,18 @@ def write_cifar(root: str,
         ``num_classes``, ``labels`` (``{'train': list, 'test': list}`` in
         the order the dataset reads them).
     """
-    if variant not in CIFAR_VARIANTS:
-        raise ValueError(f'`variant` must be one of {tuple(CIFAR_VARIANTS)}, '
-                         f'got {variant!r}')
+    check_choice('variant', variant, tuple(CIFAR_VARIANTS))
     if isinstance(n_per_split, Mapping):
         if set(n_per_split) != set(_CIFAR_SPLITS):
             raise ValueError('`n_per_split` as a mapping must have exactly '
                              f'the keys {_CIFAR_SPLITS}, got '
                              f'{sorted(n_per_split)}')
-        counts = {s: _check_count(f'n_per_split[{s!r}]', n_per_split[s])
-                  for s in _CIFAR_SPLITS}
+        counts = {
+            s: check_int(f'n_per_split[{s!r}]', n_per_split[s], 1)
+            for s in _CIFAR_SPLITS
+        }
     else:
-        n = _check_count('n_per_split', n_per_split)
+        n = check_int('n_per_split', n_per_split, 1)
         counts = {s: n for s in _CIFAR_SPLITS}
     folder, num_classes, train_files, test_file, meta_file = \
         CIFAR_VARIANTS[variant]
@@ -213,16 +207,12 @@ def write_imagenet(root: str,
         dict: ``data_root`` (``root``), ``classes`` (folder names in label
         order), ``num_images`` (``{split: count}``).
     """
-    n_classes = _check_count('n_classes', n_classes)
-    n_per_class = _check_count('n_per_class', n_per_class)
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        height = width = _check_count('size', size, minimum=8)
-    elif isinstance(size, Sequence) and len(size) == 2:
-        height = _check_count('size[0]', size[0], minimum=8)
-        width = _check_count('size[1]', size[1], minimum=8)
-    else:
-        raise ValueError('`size` must be an int or a (h, w) pair of ints '
-                         f'>= 8, got {size!r}')
+    n_classes = check_int('n_classes', n_classes, 1)
+    n_per_class = check_int('n_per_class', n_per_class, 1)
+    if isinstance(size, (int, np.integer)):  # check_int refuses a bool
+        height = width = check_int('size', size, 8)
+    else:  # an (h, w) pair
+        height, width = check_sequence('size', size, check_int, 8, length=2)
     if isinstance(splits, str) or not splits or not all(
             isinstance(s, str) and s and osp.basename(s) == s
             for s in splits):

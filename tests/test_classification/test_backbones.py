@@ -420,24 +420,28 @@ class TestNormalisationAndInit:
 class TestBadArguments:
 
     @pytest.mark.parametrize('cfg, match', [
-        (dict(type='PreActResNet', depth=20), 'depth must be one of'),
-        (dict(type='PreActResNet', depth=18.0), 'depth must be one of'),
+        (dict(type='PreActResNet', depth=20), '`depth` must be one of'),
+        (dict(type='PreActResNet', depth=18.0), '`depth` must be an int'),
         (dict(type='PreActResNet', stem_stride=0), 'stem_stride'),
-        (dict(type='WideResNet', depth=27), r'depth must be 6n \+ 4'),
+        (dict(type='WideResNet', depth=27), r'`depth` must be 6n \+ 4'),
         (dict(type='WideResNet', depth=4), 'depth'),
         (dict(type='WideResNet', widen_factor=0), 'widen_factor'),
         (dict(type='WideResNet', final_bn_momentum=1.5), 'final_bn_momentum'),
-        (dict(type='CifarResNeXt', depth=30), r'depth must be 9n \+ 2'),
+        (dict(type='CifarResNeXt', depth=30), r'`depth` must be 9n \+ 2'),
         (dict(type='CifarResNeXt', cardinality=0), 'cardinality'),
         (dict(type='CifarResNeXt', base_width=0), 'base_width'),
-        (dict(type='PyramidNet', depth=201), r'depth must be 9n \+ 2'),
+        (dict(type='PyramidNet', depth=201), r'`depth` must be 9n \+ 2'),
         (dict(type='PyramidNet', depth=29,
-              bottleneck=False), r'depth must be 6n \+ 2'),
+              bottleneck=False), r'`depth` must be 6n \+ 2'),
         (dict(type='PyramidNet', alpha=-1), 'alpha'),
         (dict(type='PyramidNet', alpha=float('nan')), 'alpha'),
         (dict(type='WideResNet', out_indices=(3, )), 'out_indices'),
         (dict(type='PreActResNet', out_indices=(-5, )), 'out_indices'),
         (dict(type='CifarResNeXt', out_indices=()), 'out_indices'),
+        # a wrong int is a ValueError of mixplugins.core.checks.check_int
+        (dict(type='WideResNet', widen_factor=2.5), 'widen_factor'),
+        (dict(type='WideResNet', out_indices=(1.0, )), 'out_indices'),
+        (dict(type='PreActResNet', out_indices=True), 'out_indices'),
     ])
     def test_value_errors(self, cfg, match):
         with pytest.raises(ValueError, match=match):
@@ -445,10 +449,8 @@ class TestBadArguments:
 
     @pytest.mark.parametrize('cfg, match', [
         (dict(type='PyramidNet', bottleneck='yes'), 'bottleneck'),
-        (dict(type='WideResNet', widen_factor=2.5), 'widen_factor'),
         (dict(type='PyramidNet', alpha='240'), 'alpha'),
         (dict(type='PreActResNet', out_indices='3'), 'out_indices'),
-        (dict(type='WideResNet', out_indices=(1.0, )), 'out_indices'),
     ])
     def test_type_errors(self, cfg, match):
         with pytest.raises(TypeError, match=match):

@@ -19,8 +19,8 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS, PARAM_SCHEDULERS, DefaultScope
 
-import mixplugins.classification.hooks  # noqa: F401  (registers)
-import mixplugins.classification.schedulers  # noqa: F401
+import mixplugins.engine.hooks  # noqa: F401  (registers)
+import mixplugins.engine.schedulers  # noqa: F401
 import mixplugins.classification.transforms  # noqa: F401
 
 CFG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'classification'

@@ -35,9 +35,10 @@ def test_demo_cnn_trains_through_the_mix_classifier_with_recursivemix():
 
 
 @pytest.mark.parametrize('kwargs, error', [
-    (dict(widths=()), TypeError),
+    (dict(widths=()), ValueError),
+    (dict(widths='8'), TypeError),
     (dict(widths=(8, 0)), ValueError),
-    (dict(widths=(8, 2.5)), TypeError),
+    (dict(widths=(8, 2.5)), ValueError),
     (dict(in_channels=0), ValueError),
     (dict(out_indices=3), ValueError),
 ])

@@ -10,7 +10,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmpretrain.registry import DATASETS, HOOKS
 
-from mixplugins.classification.hooks import (DataloaderSwitchHook,
+from mixplugins.engine.hooks import (DataloaderSwitchHook,
                                              PiecewiseLinearLRHook)
 
 

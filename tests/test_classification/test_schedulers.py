@@ -19,7 +19,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmpretrain.registry import PARAM_SCHEDULERS
 
-from mixplugins.classification.schedulers import (OneCycleMomentum,
+from mixplugins.engine.schedulers import (OneCycleMomentum,
                                                   SafeOneCycleLR)
 
 # R-Mix CIFAR values (minhlong94/Random-Mixup parse_args.py)

@@ -235,7 +235,6 @@ def test_registered_in_mmpretrain_transforms():
 
 @pytest.mark.parametrize('cls, kwargs, match', [
     (LerpColorJitter, dict(brightness=-0.1), 'brightness'),
-    (LerpColorJitter, dict(saturation='0.4'), 'saturation'),
     (LerpColorJitter, dict(channel_order='hsv'), 'channel_order'),
     (PCALighting, dict(eigval=(1., 2.)), 'eigval'),
     (PCALighting, dict(eigvec=((1., 0.), (0., 1.))), 'eigvec'),
@@ -245,6 +244,15 @@ def test_registered_in_mmpretrain_transforms():
 ])
 def test_bad_args(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize('cls, kwargs, match', [
+    (LerpColorJitter, dict(saturation='0.4'), 'saturation'),
+    (PCALighting, dict(alphastd=True), 'alphastd'),
+])
+def test_bad_arg_types(cls, kwargs, match):
+    with pytest.raises(TypeError, match=match):
         cls(**kwargs)
 
 

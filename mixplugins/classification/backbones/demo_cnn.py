@@ -15,7 +15,8 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ._utils import check_int, normalize_out_indices
+from ...core.checks import check_int, check_sequence
+from ._utils import normalize_out_indices
 
 __all__ = ['DemoCNN']
 
@@ -45,15 +46,10 @@ class DemoCNN(BaseBackbone):
                  out_indices: Union[int, Sequence[int]] = -1,
                  init_cfg: Union[dict, List[dict], None] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        check_int('in_channels', in_channels)
-        if isinstance(widths, (str, bytes)) or not isinstance(
-                widths, Sequence) or len(widths) == 0:
-            raise TypeError('widths must be a non-empty sequence of ints, '
-                            f'got {widths!r}')
-        for w in widths:
-            check_int('widths entries', w)
+        check_int('in_channels', in_channels, 1)
+        widths = check_sequence('widths', widths, check_int, 1)
         self.out_indices = normalize_out_indices(out_indices, len(widths))
-        self.widths = tuple(widths)
+        self.widths = widths
         self.stages = nn.ModuleList()
         channels = in_channels
         for i, width in enumerate(widths):

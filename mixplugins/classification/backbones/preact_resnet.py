@@ -12,20 +12,22 @@ pre-activation stages, and **no** final BN/ReLU before global pooling. The
 code here is written from that description; parameter names match the
 official module so its checkpoints map one to one.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ._utils import CifarBackbone, check_int, normalize_out_indices
+from ...core.checks import check_choice, check_int
+from ._utils import (CifarBackbone, PreActStack, normalize_out_indices,
+                     projection_shortcut)
 
 __all__ = ['PreActResNet', 'PreActBasicBlock', 'PreActBottleneck']
 
 
-class PreActBasicBlock(nn.Module):
-    """Pre-activation basic block: BN-ReLU-conv3x3, BN-ReLU-conv3x3.
+class _PreActBlock(PreActStack):
+    """A pre-activation block: :class:`PreActStack` plus its shortcut.
 
     When the shape changes, the shortcut is a bias-free 1x1 convolution
     applied to the pre-activated input ``relu(bn1(x))``; otherwise it is the
@@ -33,75 +35,44 @@ class PreActBasicBlock(nn.Module):
 
     Args:
         in_channels (int): Input channels.
-        planes (int): Channels of the 3x3 convolutions.
-        stride (int): Stride of the first convolution. Defaults to 1.
+        planes (int): Channels of the inner convolutions; the block outputs
+            ``expansion * planes`` channels.
+        stride (int): Stride of the 3x3 convolution. Defaults to 1.
     """
 
     expansion = 1
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
         out_channels = planes * self.expansion
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.Conv2d(
-            in_channels, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(
-            planes, out_channels, 3, stride=1, padding=1, bias=False)
-        self.shortcut: Optional[nn.Module] = None
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(
-                    in_channels, out_channels, 1, stride=stride, bias=False))
+        super().__init__(in_channels, planes, out_channels, stride)
+        self.shortcut = projection_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         """Run the block on ``x`` of shape (N, C, H, W)."""
         out = F.relu(self.bn1(x))
         identity = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
-        return out + identity
+        return self.inner_convs(self.conv1(out)) + identity
 
 
-class PreActBottleneck(nn.Module):
-    """Pre-activation bottleneck: (BN-ReLU-conv) 1x1, 3x3, 1x1 (x4 wide).
+class PreActBasicBlock(_PreActBlock):
+    """Pre-activation basic block: BN-ReLU-conv3x3(stride), BN-ReLU-conv3x3.
 
-    The stride sits on the 3x3 convolution. The shortcut rule is the one of
-    :class:`PreActBasicBlock`.
+    Args: see :class:`_PreActBlock`.
+    """
 
-    Args:
-        in_channels (int): Input channels.
-        planes (int): Channels of the 1x1 and 3x3 convolutions; the block
-            outputs ``4 * planes`` channels.
-        stride (int): Stride of the 3x3 convolution. Defaults to 1.
+    expansion = 1
+    bottleneck = False
+
+
+class PreActBottleneck(_PreActBlock):
+    """Pre-activation bottleneck: (BN-ReLU-conv) 1x1, 3x3 (stride), 1x1
+    (x4 wide).
+
+    Args: see :class:`_PreActBlock`.
     """
 
     expansion = 4
-
-    def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        out_channels = planes * self.expansion
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(
-            planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
-        self.shortcut: Optional[nn.Module] = None
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(
-                    in_channels, out_channels, 1, stride=stride, bias=False))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Run the block on ``x`` of shape (N, C, H, W)."""
-        out = F.relu(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
-        out = self.conv3(F.relu(self.bn3(out)))
-        return out + identity
+    bottleneck = True
 
 
 @MODELS.register_module()
@@ -165,13 +136,11 @@ class PreActResNet(CifarBackbone):
                  out_indices: Union[int, Sequence[int]] = (3, ),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if (isinstance(depth, bool) or not isinstance(depth, int)
-                or depth not in self.arch_settings):
-            raise ValueError(f'depth must be one of '
-                             f'{sorted(self.arch_settings)}, got {depth!r}')
-        check_int('in_channels', in_channels)
-        check_int('base_channels', base_channels)
-        check_int('stem_stride', stem_stride)
+        check_int('depth', depth)  # 18.0 == 18 would pass check_choice
+        check_choice('depth', depth, sorted(self.arch_settings))
+        check_int('in_channels', in_channels, 1)
+        check_int('base_channels', base_channels, 1)
+        check_int('stem_stride', stem_stride, 1)
         block, stage_blocks = self.arch_settings[depth]
         self.depth = depth
         self.out_indices = normalize_out_indices(out_indices,
@@ -185,8 +154,6 @@ class PreActResNet(CifarBackbone):
             padding=1,
             bias=False)
         channels = base_channels
-        stage_channels = []
-        self.layer_names: List[str] = []
         for i, num_blocks in enumerate(stage_blocks):
             planes = base_channels * 2**i
             stride = 1 if i == 0 else 2
@@ -194,30 +161,8 @@ class PreActResNet(CifarBackbone):
             for j in range(num_blocks):
                 blocks.append(block(channels, planes, stride if j == 0 else 1))
                 channels = planes * block.expansion
-            name = f'layer{i + 1}'
-            self.add_module(name, nn.Sequential(*blocks))
-            self.layer_names.append(name)
-            stage_channels.append(channels)
-        self.stage_channels: Tuple[int, ...] = tuple(stage_channels)
-        self.out_channels: int = channels
+            self.add_stage(blocks, channels)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """Compute the feature maps.
-
-        Args:
-            x (Tensor): Images of shape (N, in_channels, H, W).
-
-        Returns:
-            tuple[Tensor]: One (N, C_i, H_i, W_i) map per entry of
-            ``out_indices``, in increasing stage order; the last stage map is
-            (N, 512, H/8, W/8) for depth 18 with stride-1 stem.
-        """
-        out = self.conv1(x)
-        outs = []
-        for i, name in enumerate(self.layer_names):
-            out = getattr(self, name)(out)
-            if i in self.out_indices:
-                outs.append(out)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+    def stem(self, x: Tensor) -> Tensor:
+        """The stem convolution (no BN/ReLU after it)."""
+        return self.conv1(x)

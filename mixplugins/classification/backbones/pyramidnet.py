@@ -12,15 +12,16 @@ factor alpha 240). The code here is written from that description;
 parameter names match the official module so its checkpoints map one to one
 (the official ``fc`` / ``fc_roi`` heads live outside the backbone here).
 """
-import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ._utils import CifarBackbone, check_int, check_real, normalize_out_indices
+from ...core.checks import check_bool, check_int, check_number
+from ._utils import (CifarBackbone, PreActStack, normalize_out_indices,
+                     official_init)
 
 __all__ = ['PyramidNet', 'PyramidBasicBlock', 'PyramidBottleneck']
 
@@ -41,16 +42,18 @@ def _add_shortcut(out: Tensor, identity: Tensor) -> Tensor:
     return out + identity
 
 
-class PyramidBasicBlock(nn.Module):
-    """PyramidNet basic block: BN-conv3x3(stride)-BN-ReLU-conv3x3-BN.
+class _PyramidBlock(PreActStack):
+    """A pyramidal block: BN-conv, the other (BN-ReLU-conv)s of
+    :class:`PreActStack`, then a BN; add the shortcut.
 
     The shortcut is the identity, average-pooled when ``downsample`` is
     given, and zero-padded to the output width. No convolution has a bias.
 
     Args:
         in_channels (int): Input channels.
-        planes (int): Output channels.
-        stride (int): Stride of the first convolution. Defaults to 1.
+        planes (int): Inner width; the block outputs
+            ``outchannel_ratio * planes`` channels.
+        stride (int): Stride of the 3x3 convolution. Defaults to 1.
         downsample (nn.Module, optional): Parameter-free pooling applied to
             the shortcut. Defaults to None.
     """
@@ -62,65 +65,40 @@ class PyramidBasicBlock(nn.Module):
                  planes: int,
                  stride: int = 1,
                  downsample: Optional[nn.Module] = None) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.Conv2d(
-            in_channels, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes)
+        out_channels = planes * self.outchannel_ratio
+        super().__init__(in_channels, planes, out_channels, stride)
+        # bn3 (basic) / bn4 (bottleneck), after the last convolution
+        self.add_module(f'bn{self.num_convs + 1}',
+                        nn.BatchNorm2d(out_channels))
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
         """Run the block on ``x`` of shape (N, C, H, W)."""
-        out = self.conv1(self.bn1(x))
-        out = self.conv2(F.relu(self.bn2(out)))
-        out = self.bn3(out)
+        out = self.inner_convs(self.conv1(self.bn1(x)))
+        out = getattr(self, f'bn{self.num_convs + 1}')(out)
         identity = x if self.downsample is None else self.downsample(x)
         return _add_shortcut(out, identity)
 
 
-class PyramidBottleneck(nn.Module):
+class PyramidBasicBlock(_PyramidBlock):
+    """PyramidNet basic block: BN-conv3x3(stride)-BN-ReLU-conv3x3-BN.
+
+    Args: see :class:`_PyramidBlock`.
+    """
+
+    outchannel_ratio = 1
+    bottleneck = False
+
+
+class PyramidBottleneck(_PyramidBlock):
     """PyramidNet bottleneck: BN-conv1x1, BN-ReLU-conv3x3(stride),
     BN-ReLU-conv1x1 (x4 wide), BN.
 
-    The shortcut rule is the one of :class:`PyramidBasicBlock`.
-
-    Args:
-        in_channels (int): Input channels.
-        planes (int): Inner width; the block outputs ``4 * planes``.
-        stride (int): Stride of the 3x3 convolution. Defaults to 1.
-        downsample (nn.Module, optional): Parameter-free pooling applied to
-            the shortcut. Defaults to None.
+    Args: see :class:`_PyramidBlock`.
     """
 
     outchannel_ratio = 4
-
-    def __init__(self,
-                 in_channels: int,
-                 planes: int,
-                 stride: int = 1,
-                 downsample: Optional[nn.Module] = None) -> None:
-        super().__init__()
-        out_channels = planes * self.outchannel_ratio
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(
-            planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
-        self.bn4 = nn.BatchNorm2d(out_channels)
-        self.downsample = downsample
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Run the block on ``x`` of shape (N, C, H, W)."""
-        out = self.conv1(self.bn1(x))
-        out = self.conv2(F.relu(self.bn2(out)))
-        out = self.conv3(F.relu(self.bn3(out)))
-        out = self.bn4(out)
-        identity = x if self.downsample is None else self.downsample(x)
-        return _add_shortcut(out, identity)
+    bottleneck = True
 
 
 @MODELS.register_module()
@@ -185,21 +163,18 @@ class PyramidNet(CifarBackbone):
                  out_indices: Union[int, Sequence[int]] = (2, ),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if not isinstance(bottleneck, bool):
-            raise TypeError(f'bottleneck must be a bool, got {bottleneck!r}')
+        check_bool('bottleneck', bottleneck)
         if bottleneck:
             block, step = PyramidBottleneck, 9
             allowed_depth = '9n + 2 with n >= 1 (bottleneck), e.g. 164, 200'
         else:
             block, step = PyramidBasicBlock, 6
             allowed_depth = '6n + 2 with n >= 1 (basic blocks), e.g. 110'
-        check_int('depth', depth, minimum=step + 2, allowed=allowed_depth)
+        check_int('depth', depth, step + 2)
         if (depth - 2) % step != 0:
-            raise ValueError(f'depth must be {allowed_depth}, got {depth}')
-        alpha = check_real('alpha', alpha)
-        if math.isinf(alpha):
-            raise ValueError(f'alpha must be finite, got {alpha}')
-        check_int('in_channels', in_channels)
+            raise ValueError(f'`depth` must be {allowed_depth}, got {depth}')
+        alpha = check_number('alpha', alpha, 0.0)
+        check_int('in_channels', in_channels, 1)
         self.depth = depth
         self.alpha = alpha
         self.bottleneck = bottleneck
@@ -214,8 +189,6 @@ class PyramidNet(CifarBackbone):
         # Running float sum, accumulated in the same order as the official
         # code so that round() makes the same choices.
         featuremap_dim = 16.0
-        stage_channels = []
-        self.layer_names: List[str] = []
         for i in range(3):
             stride = 1 if i == 0 else 2
             blocks = []
@@ -229,46 +202,14 @@ class PyramidNet(CifarBackbone):
                     block(channels, planes, stride if j == 0 else 1,
                           downsample))
                 channels = planes * block.outchannel_ratio
-            name = f'layer{i + 1}'
-            self.add_module(name, nn.Sequential(*blocks))
-            self.layer_names.append(name)
-            stage_channels.append(channels)
+            self.add_stage(blocks, channels)
         self.bn_final = nn.BatchNorm2d(channels)
-        self.stage_channels: Tuple[int, ...] = tuple(stage_channels)
-        self.out_channels: int = channels
-        self._official_init()
+        official_init(self)
 
-    def _official_init(self) -> None:
-        """He-normal (fan-out) convolutions, unit BN, as the official code."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+    def stem(self, x: Tensor) -> Tensor:
+        """The stem: conv3x3 + BN (no ReLU)."""
+        return self.bn1(self.conv1(x))
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """Compute the feature maps.
-
-        Args:
-            x (Tensor): Images of shape (N, in_channels, H, W).
-
-        Returns:
-            tuple[Tensor]: One (N, C_i, H_i, W_i) map per entry of
-            ``out_indices``, in increasing stage order; the last one is
-            ``relu(bn_final(layer3(...)))`` of shape
-            (N, out_channels, ceil(H/4), ceil(W/4)).
-        """
-        out = self.bn1(self.conv1(x))
-        outs = []
-        last = len(self.layer_names) - 1
-        for i, name in enumerate(self.layer_names):
-            out = getattr(self, name)(out)
-            if i == last:
-                out = F.relu(self.bn_final(out))
-            if i in self.out_indices:
-                outs.append(out)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+    def after_last_stage(self, out: Tensor) -> Tensor:
+        """``relu(bn_final(out))``."""
+        return F.relu(self.bn_final(out))

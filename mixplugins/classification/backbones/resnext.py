@@ -13,14 +13,16 @@ written from that description; parameter names match the official module so
 its checkpoints map one to one.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ._utils import CifarBackbone, check_int, normalize_out_indices
+from ...core.checks import check_int
+from ._utils import (CifarBackbone, normalize_out_indices, official_init,
+                     projection_shortcut)
 
 __all__ = ['CifarResNeXt', 'ResNeXtBottleneck']
 
@@ -134,12 +136,12 @@ class CifarResNeXt(CifarBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         allowed_depth = '9n + 2 with n >= 1, e.g. 29, 38, 47, 56, 101'
-        check_int('depth', depth, minimum=11, allowed=allowed_depth)
+        check_int('depth', depth, 11)
         if (depth - 2) % 9 != 0:
-            raise ValueError(f'depth must be {allowed_depth}, got {depth}')
-        check_int('cardinality', cardinality)
-        check_int('base_width', base_width)
-        check_int('in_channels', in_channels)
+            raise ValueError(f'`depth` must be {allowed_depth}, got {depth}')
+        check_int('cardinality', cardinality, 1)
+        check_int('base_width', base_width, 1)
+        check_int('in_channels', in_channels, 1)
         self.depth = depth
         self.cardinality = cardinality
         self.base_width = base_width
@@ -150,17 +152,11 @@ class CifarResNeXt(CifarBackbone):
             in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.bn_1 = nn.BatchNorm2d(64)
         channels = 64
-        stage_channels = []
-        self.layer_names: List[str] = []
         for i, planes in enumerate((64, 128, 256)):
             stride = 1 if i == 0 else 2
             out_channels = planes * ResNeXtBottleneck.expansion
-            downsample = None
-            if stride != 1 or channels != out_channels:
-                downsample = nn.Sequential(
-                    nn.Conv2d(
-                        channels, out_channels, 1, stride=stride, bias=False),
-                    nn.BatchNorm2d(out_channels))
+            downsample = projection_shortcut(
+                channels, out_channels, stride, norm=True)
             blocks = [
                 ResNeXtBottleneck(channels, planes, cardinality, base_width,
                                   stride, downsample)
@@ -170,41 +166,9 @@ class CifarResNeXt(CifarBackbone):
                     ResNeXtBottleneck(out_channels, planes, cardinality,
                                       base_width))
             channels = out_channels
-            name = f'stage_{i + 1}'
-            self.add_module(name, nn.Sequential(*blocks))
-            self.layer_names.append(name)
-            stage_channels.append(channels)
-        self.stage_channels: Tuple[int, ...] = tuple(stage_channels)
-        self.out_channels: int = channels
-        self._official_init()
+            self.add_stage(blocks, channels, prefix='stage_')
+        official_init(self)
 
-    def _official_init(self) -> None:
-        """He-normal (fan-out) convolutions, unit BN, as the official code."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """Compute the feature maps.
-
-        Args:
-            x (Tensor): Images of shape (N, in_channels, H, W).
-
-        Returns:
-            tuple[Tensor]: One (N, C_i, H_i, W_i) map per entry of
-            ``out_indices``, in increasing stage order; the last stage map is
-            (N, 1024, H/4, W/4).
-        """
-        out = F.relu(self.bn_1(self.conv_1_3x3(x)))
-        outs = []
-        for i, name in enumerate(self.layer_names):
-            out = getattr(self, name)(out)
-            if i in self.out_indices:
-                outs.append(out)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+    def stem(self, x: Tensor) -> Tensor:
+        """The stem: conv3x3 + BN + ReLU."""
+        return F.relu(self.bn_1(self.conv_1_3x3(x)))

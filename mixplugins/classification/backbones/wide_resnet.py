@@ -13,14 +13,15 @@ second convolution, and the final BN uses ``momentum=0.9``. The code here is
 written from that description; parameter names match the official module so
 its checkpoints map one to one.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ._utils import CifarBackbone, check_int, check_real, normalize_out_indices
+from ...core.checks import check_fraction, check_int
+from ._utils import CifarBackbone, normalize_out_indices, projection_shortcut
 
 __all__ = ['WideResNet', 'WideBasicBlock']
 
@@ -44,10 +45,8 @@ class WideBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(
             planes, planes, 3, stride=stride, padding=1, bias=True)
-        self.shortcut: Optional[nn.Module] = None
-        if stride != 1 or in_channels != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, planes, 1, stride=stride, bias=True))
+        self.shortcut = projection_shortcut(
+            in_channels, planes, stride, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
         """Run the block on ``x`` of shape (N, C, H, W)."""
@@ -119,16 +118,13 @@ class WideResNet(CifarBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         allowed_depth = '6n + 4 with n >= 1, e.g. 16, 22, 28, 40'
-        check_int('depth', depth, minimum=10, allowed=allowed_depth)
+        check_int('depth', depth, 10)
         if (depth - 4) % 6 != 0:
-            raise ValueError(f'depth must be {allowed_depth}, got {depth}')
-        check_int('widen_factor', widen_factor)
-        check_int('in_channels', in_channels)
-        check_int('stem_stride', stem_stride)
-        check_real('final_bn_momentum', final_bn_momentum)
-        if final_bn_momentum > 1:
-            raise ValueError('final_bn_momentum must be in [0, 1], got '
-                             f'{final_bn_momentum}')
+            raise ValueError(f'`depth` must be {allowed_depth}, got {depth}')
+        check_int('widen_factor', widen_factor, 1)
+        check_int('in_channels', in_channels, 1)
+        check_int('stem_stride', stem_stride, 1)
+        check_fraction('final_bn_momentum', final_bn_momentum)
         self.depth = depth
         self.widen_factor = widen_factor
         self.out_indices = normalize_out_indices(out_indices, 3)
@@ -137,7 +133,6 @@ class WideResNet(CifarBackbone):
         self.conv1 = nn.Conv2d(
             in_channels, 16, 3, stride=stem_stride, padding=1, bias=True)
         channels = 16
-        self.layer_names: List[str] = []
         for i, width in enumerate((16, 32, 64)):
             planes = width * widen_factor
             blocks = []
@@ -145,36 +140,14 @@ class WideResNet(CifarBackbone):
                 stride = 2 if (i > 0 and j == 0) else 1
                 blocks.append(WideBasicBlock(channels, planes, stride))
                 channels = planes
-            name = f'layer{i + 1}'
-            self.add_module(name, nn.Sequential(*blocks))
-            self.layer_names.append(name)
+            self.add_stage(blocks, channels)
         # Same attribute name as the official code, for checkpoint mapping.
         self.bn1 = nn.BatchNorm2d(channels, momentum=float(final_bn_momentum))
-        self.stage_channels: Tuple[int, ...] = tuple(w * widen_factor
-                                                     for w in (16, 32, 64))
-        self.out_channels: int = channels
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """Compute the feature maps.
+    def stem(self, x: Tensor) -> Tensor:
+        """The stem convolution."""
+        return self.conv1(x)
 
-        Args:
-            x (Tensor): Images of shape (N, in_channels, H, W).
-
-        Returns:
-            tuple[Tensor]: One (N, C_i, H_i, W_i) map per entry of
-            ``out_indices``, in increasing stage order; the last one is
-            ``relu(bn1(layer3(...)))`` of shape (N, 64k, H/4, W/4) with a
-            stride-1 stem.
-        """
-        out = self.conv1(x)
-        outs = []
-        last = len(self.layer_names) - 1
-        for i, name in enumerate(self.layer_names):
-            out = getattr(self, name)(out)
-            if i == last:
-                out = F.relu(self.bn1(out))
-            if i in self.out_indices:
-                outs.append(out)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+    def after_last_stage(self, out: Tensor) -> Tensor:
+        """``relu(bn1(out))``, the final BN + ReLU."""
+        return F.relu(self.bn1(out))
