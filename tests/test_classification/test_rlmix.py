@@ -15,16 +15,20 @@ pytest.importorskip('mmpretrain')
 pytest.importorskip('stable_baselines3')
 from mmengine.logging import MessageHub  # noqa: E402
 from mmengine.optim import OptimWrapper  # noqa: E402
-from mmpretrain.registry import BATCH_AUGMENTS, MODELS  # noqa: E402
-from mmpretrain.structures import DataSample  # noqa: E402
+from mmpretrain.registry import BATCH_AUGMENTS  # noqa: E402
 
 import mixplugins  # noqa: E402,F401
 from mixplugins.classification import rl_agent as rl  # noqa: E402
 from mixplugins.classification import rlmix as rlmix_module  # noqa: E402
 from mixplugins.core.rmix import DEFAULT_QUANTILE_LEVELS  # noqa: E402
-from mixplugins.core.rmix import input_saliency  # noqa: E402
+from mixplugins.classification import RLMix  # noqa: E402
+from mixplugins.core.rmix import (cell_masks, input_saliency,  # noqa: E402
+                                  mix_by_masks, upsample_masks)
+from tests._helpers import (NUM_CLASSES, cls_model,  # noqa: E402
+                            make_batch, set_epoch)
 
-NUM_CLASSES = 5
+pytestmark = pytest.mark.usefixtures('epoch0')
+
 B = 4
 # tiny rollouts so that an update happens within a few steps
 FAST = dict(type='RLMix', n_steps=4, batch_size=2, n_epochs=2,
@@ -32,43 +36,15 @@ FAST = dict(type='RLMix', n_steps=4, batch_size=2, n_epochs=2,
 
 
 def build_model(augments=None, **kwargs):
-    cfg = dict(
-        type='MixImageClassifier',
-        backbone=dict(
-            type='ResNet', depth=18, stem_channels=8, base_channels=8),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(
-            type='LinearClsHead',
-            num_classes=NUM_CLASSES,
-            in_channels=64,
-            loss=dict(type='CrossEntropyLoss', use_soft=True)),
-        data_preprocessor=dict(num_classes=NUM_CLASSES),
-        train_cfg=dict(augments=augments or [FAST]))
-    cfg.update(kwargs)
-    model = MODELS.build(cfg)
-    model.init_weights()
-    return model
+    """A tiny initialised ``MixImageClassifier`` with ``augments``
+    (default: ``[FAST]``)."""
+    return cls_model(augments or [FAST], init_weights=True, **kwargs)
 
 
-def make_batch(n=B, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    inputs = [
-        torch.randint(0, 256, (3, size, size), generator=g,
-                      dtype=torch.uint8) for _ in range(n)
-    ]
-    labels = torch.randint(0, NUM_CLASSES, (n, ), generator=g)
-    samples = [DataSample().set_gt_label(int(y)) for y in labels]
-    return dict(inputs=inputs, data_samples=samples), labels
-
-
-def set_epoch(epoch):
-    MessageHub.get_current_instance().update_info('epoch', epoch)
-
-
-@pytest.fixture(autouse=True)
-def _epoch0():
-    set_epoch(0)
-    yield
+def rlmix_of(model):
+    """The RLMix augment inside the model's data preprocessor."""
+    augments = model.data_preprocessor.batch_augments.augments
+    return next(a for a in augments if isinstance(a, RLMix))
 
 
 def sgd(model):
@@ -249,6 +225,46 @@ def test_observation_is_the_clean_saliency_and_logits():
     assert action.shape == (1, B) and action.min() >= 0 and action.max() < 10
 
 
+def test_saliency_scale_observes_the_resized_clean_pass():
+    """``saliency_scale=0.5``: the clean pass runs on 16 px copies; the
+    observation and the reward's reference are that saliency pooled to the
+    8 x 8 agent grid; the images are mixed at 32 px."""
+    model = build_model([{**FAST, 'saliency_scale': 0.5}])
+    data, labels = make_batch()
+    x = torch.stack(data['inputs']).float()
+    sal = input_saliency(lambda t: model(t, mode='tensor'), x, labels,
+                         scale_factor=0.5)
+    assert sal.shape == (B, 16, 16)
+    out = model.data_preprocessor(data, True)
+    assert out['inputs'].shape == (B, 3, 32, 32)
+    p = rlmix_of(model).last_params
+    assert torch.equal(p.saliency, sal)
+    assert torch.equal(p.masks, cell_masks(sal, p.grid, p.quantiles))
+    pending = model.rl_agent._pending
+    cells = sal.reshape(B, 8, 2, 8, 2).mean((2, 4))
+    torch.testing.assert_close(pending['clean'], cells)
+    np.testing.assert_allclose(
+        pending['obs']['saliency'][0],
+        (cells / cells.sum((1, 2), keepdim=True)).numpy(), rtol=1e-5,
+        atol=1e-7)
+
+
+def test_agent_grid_must_fit_the_resized_images():
+    """32 px at 0.125 is 4 px, smaller than the 8 x 8 agent grid: refused
+    before the clean pass (no agent built), naming ``agent_grid``."""
+    model = build_model([{**FAST, 'saliency_scale': 0.125}])
+    with pytest.raises(ValueError, match=r'`agent_grid` \(8,\) must be '
+                       r'<= min\(h, w\) = 4'):
+        model.data_preprocessor(make_batch()[0], True)
+    assert not model.rl_agent.built
+
+
+@pytest.mark.parametrize('bad', [0, 1.5, float('nan')])
+def test_saliency_scale_init_errors(bad):
+    with pytest.raises(ValueError, match='saliency_scale'):
+        BATCH_AUGMENTS.build(dict(type='RLMix', saliency_scale=bad))
+
+
 # -------------------------------------------------------------- actions
 def _recorded_masks(model, monkeypatch, actions):
     """Run one augment call with the policy's actions forced."""
@@ -257,18 +273,9 @@ def _recorded_masks(model, monkeypatch, actions):
     monkeypatch.setattr(
         policy, 'forward', lambda obs, deterministic=False:
         (acts, torch.zeros(1, 1), torch.zeros(1)))
-    seen = []
-
-    def spy(saliency, grid, quantiles):
-        masks = grid_masks(saliency, grid, quantiles)
-        seen.append((grid, quantiles.clone(), masks))
-        return masks
-
-    grid_masks = rlmix_module.grid_masks
-    monkeypatch.setattr(rlmix_module, 'grid_masks', spy)
     model.data_preprocessor(make_batch(seed=3)[0], True)
-    monkeypatch.setattr(rlmix_module, 'grid_masks', grid_masks)
-    return seen[0]  # the policy stays forced until the test ends
+    params = rlmix_of(model).last_params  # the policy stays forced
+    return params.grid, params.quantiles, upsample_masks(params.masks, 32, 32)
 
 
 def test_actions_choose_the_quantile_levels_of_the_masks(monkeypatch):
@@ -540,3 +547,28 @@ def test_configs_are_the_rmix_recipe_with_the_agent(arch, number):
     b['model'].pop('train_cfg')
     assert a == b
     assert cfg.train_dataloader.drop_last is True
+
+
+def test_last_params_reproduce_the_output_bitwise():
+    """Applying the core kernels to ``last_params`` gives the augment's
+    output; the quantiles are the agent's levels and the masks those of the
+    recorded saliency."""
+    model = build_model()
+    for seed in range(3):
+        data, labels = make_batch(seed=seed)
+        x = model.data_preprocessor(copy.deepcopy(data), False)['inputs']
+        out = model.data_preprocessor(data, True)
+        p = rlmix_of(model).last_params
+        onehot = F.one_hot(labels, NUM_CLASSES).float()
+        action = model.rl_agent._pending['action'][0]
+        levels = torch.tensor(DEFAULT_QUANTILE_LEVELS)[action]
+        assert torch.equal(p.quantiles, levels)
+        assert p.masks.shape == (B, p.grid, p.grid) and p.grid in (2, 4)
+        assert torch.equal(p.masks, cell_masks(p.saliency, p.grid,
+                                               p.quantiles))
+        mixed, scores = mix_by_masks(x, onehot,
+                                     upsample_masks(p.masks, 32, 32),
+                                     p.index, p.lam)
+        assert torch.equal(out['inputs'].detach(), mixed)
+        got = torch.stack([s.gt_score for s in out['data_samples']])
+        assert torch.equal(got, scores)

@@ -6,10 +6,6 @@ Cases already covered elsewhere are referenced in the table, not repeated.
 """
 import copy
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -19,20 +15,19 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS as DET_MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import PolygonMasks
-from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from mmengine.structures import InstanceData, PixelData
 from mmpretrain.registry import BATCH_AUGMENTS
-from mmpretrain.registry import MODELS as CLS_MODELS
 from mmpretrain.structures import DataSample
 from mmseg.registry import MODELS as SEG_MODELS
 from mmseg.structures import SegDataSample
 
 import mixplugins  # noqa: F401
 
-from ._helpers import (NUM_CLASSES, REPO, RM_DET, RM_SEG, TINY_RESNET,
-                       cls_batch, cls_model, det_batch, det_model, history_of,
-                       same_history, scope, seg_batch, seg_model)
+from tests._helpers import (NUM_CLASSES, REPO, RM_DET, RM_SEG, cls_batch,
+                            cls_model, det_batch, det_model, history_of,
+                            run_for_result, same_history, scope, seg_batch,
+                            seg_model, tool_env)
 
 HAS_SB3 = importlib.util.find_spec('stable_baselines3') is not None
 needs_sb3 = pytest.mark.skipif(
@@ -52,10 +47,7 @@ CLS_AUGMENTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _epoch0():
-    MessageHub.get_current_instance().update_info('epoch', 0)
-    yield
+pytestmark = pytest.mark.usefixtures('epoch0')
 
 
 def sgd(model):
@@ -112,16 +104,7 @@ def test_cls_batch_size_one_rmix_pairs_the_image_with_itself(augment):
 def test_cls_batch_size_one_with_a_1x1_last_map_is_the_hosts_bn_error():
     """32 px images give ResNet a 1x1 last map: train-mode BN refuses a
     batch of one there, with or without mixplugins (same torch error)."""
-    plain = CLS_MODELS.build(
-        dict(type='ImageClassifier',
-             backbone=dict(TINY_RESNET),
-             neck=dict(type='GlobalAveragePooling'),
-             head=dict(type='LinearClsHead',
-                       num_classes=NUM_CLASSES,
-                       in_channels=64,
-                       loss=dict(type='CrossEntropyLoss', use_soft=True)),
-             data_preprocessor=dict(num_classes=NUM_CLASSES),
-             train_cfg=dict(augments=[dict(type='CutMix', alpha=1.0)])))
+    plain = cls_model(dict(type='CutMix', alpha=1.0), type='ImageClassifier')
     for model in (plain, cls_model(RMIX), cls_model(RM)):
         with pytest.raises(ValueError, match='more than 1 value per channel'):
             train(model, [cls_batch(n=1)])
@@ -133,7 +116,7 @@ def test_det_and_seg_batch_size_one_train():
                   'mmdet')
     assert all_finite(steps)
     aug = det.data_preprocessor.batch_augments[0]
-    assert aug.hist_inputs.shape[0] == 1
+    assert aug.history.inputs.shape[0] == 1
     # 64 px: train-mode BN needs more than the 1x1 last map of 32 px; and
     # UPerNet's pool scale 1 (a 1x1 map under BN) fails at B=1 in mmseg
     # itself, so the PPM pools to 2x2 here
@@ -141,7 +124,7 @@ def test_det_and_seg_batch_size_one_train():
     steps = train(seg, [seg_batch([(64, 64)], seed=s) for s in range(3)],
                   'mmseg')
     assert all_finite(steps)
-    assert seg.data_preprocessor.batch_augments[0].hist_inputs.shape[0] == 1
+    assert seg.data_preprocessor.batch_augments[0].history.inputs.shape[0] == 1
 
 
 # --------------------------------------------------- odd, non-square sizes
@@ -286,8 +269,8 @@ def test_soft_and_multi_hot_scores_with_rmix():
     model = cls_model(RMIX)
     aug = model.data_preprocessor.batch_augments.augments[0]
     seen = []
-    real = aug.saliency
-    aug.saliency = lambda x, labels: seen.append(labels) or real(x, labels)
+    real = aug.clean_pass
+    aug.clean_pass = lambda x, labels: seen.append(labels) or real(x, labels)
     x = torch.rand(4, 3, 32, 32)
     multi = torch.tensor([[0, 1, 0, 1, 0], [1, 0, 0, 0, 1], [0, 0, 1, 1, 0],
                           [0, 1, 1, 0, 0]]).float()  # two labels each
@@ -342,7 +325,7 @@ def test_det_batches_without_gt_boxes_train():
     assert counts[0] == [0, 0]
     assert sum(counts[1]) > 0  # current boxes kept (some may be hidden)
     assert sum(counts[2]) > 0  # only pasted boxes
-    assert aug.hist_samples[0]['gt_instances']['bboxes'].shape[1] == 4
+    assert aug.history['samples'][0]['gt_instances']['bboxes'].shape[1] == 4
 
 
 # ----------------------------------------------- seg maps full of ignore
@@ -357,7 +340,7 @@ def test_seg_all_ignore_batches_train():
     # mmseg averages the CE over all pixels (avg_non_ignore=False): an
     # all-ignore batch has loss 0 and teaches nothing; no NaN
     assert all(s['decode.loss_ce'] == 0 for s in steps)
-    hist = model.data_preprocessor.batch_augments[0].hist_maps['gt_sem_seg']
+    hist = model.data_preprocessor.batch_augments[0].history['maps']['gt_sem_seg']
     assert bool((hist == 255).all())
 
 
@@ -416,12 +399,13 @@ def test_cls_recursivemix_refused_call_keeps_the_history():
     train(model, [cls_batch(seed=0)])
     history = model.rm_history
     before = [
-        t.clone() for t in (history.inputs, history.targets, history.logits)
+        t.clone()
+        for t in (history.inputs, history['targets'], history['logits'])
     ]
     aug = model.data_preprocessor.batch_augments.augments[0]
     with pytest.raises(ValueError, match='scores'):
         aug(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
-    after = (history.inputs, history.targets, history.logits)
+    after = (history.inputs, history['targets'], history['logits'])
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert model._recursive_step is None
 
@@ -549,21 +533,12 @@ model = dict(
 def test_missing_framework_is_reported_clearly(tmp_path):
     config = tmp_path / 'det_config.py'
     config.write_text(textwrap.dedent(CONFIG))
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    env['PYTHONPATH'] = os.pathsep.join(
-        [REPO] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
-    proc = subprocess.run(
-        [sys.executable, '-c', SCRIPT,
-         str(config),
-         str(tmp_path / 'work')],
-        cwd=str(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith('RESULT ')]
-    res = json.loads(line[-1][len('RESULT '):])
+    res = run_for_result(SCRIPT,
+                         config,
+                         tmp_path / 'work',
+                         cwd=tmp_path,
+                         env=tool_env(REPO, threads=1),
+                         timeout=300)
     assert res['imported'] and res['seg_registered']
     assert list(res['missing']) == ['detection']
     assert 'mmdet is not importable' in res['missing']['detection']
@@ -575,3 +550,163 @@ def test_missing_framework_is_reported_clearly(tmp_path):
     # mmengine's own path fails on the first mmdet type, not on mixplugins
     assert res['runner'].startswith('KeyError')
     assert 'ATSS is not in the mmengine::model registry' in res['runner']
+
+
+# ----------------------------------------------- second round (issue 14)
+@pytest.mark.parametrize('augment', [RMIX, RM], ids=['RMix', 'RecursiveMix'])
+def test_mixplugins_augment_in_a_plain_image_classifier_names_the_model(
+        augment):
+    """``train_cfg.augments`` mixing mmpretrain's Mixup with a mixplugins
+    augment in a plain ``ImageClassifier``: the first batch the mixplugins
+    augment is drawn for stops with ``MixImageClassifier`` named."""
+    model = cls_model([dict(type='Mixup', alpha=1.0), augment],
+                      probs=[0.5, 0.5], type='ImageClassifier')
+    np.random.seed(0)  # RandomBatchAugment draws with numpy
+    with pytest.raises(RuntimeError,
+                       match="model.type='MixImageClassifier'"):
+        train(model, [cls_batch(seed=i) for i in range(20)])
+
+
+def _nan_cls_batch():
+    data = cls_batch()
+    data['inputs'] = [x.float() for x in data['inputs']]
+    data['inputs'][1][0, 3, 5] = float('nan')
+    return data
+
+
+@pytest.mark.parametrize('augment', CLS_AUGMENTS)
+def test_nan_in_the_cls_batch_stops_naming_the_augment(augment):
+    model = cls_model(augment)
+    train(model, [cls_batch(seed=1)])
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError,
+                       match=rf"{augment['type']}: the input batch has 1 "
+                       r'non-finite value\(s\)'):
+        train(model, [_nan_cls_batch()])
+    after = model.state_dict()  # history, agent, BN statistics unchanged
+    assert before.keys() == after.keys()
+    for k in before:
+        if isinstance(before[k], torch.Tensor):
+            assert torch.equal(before[k], after[k]), k
+        else:
+            assert same_history(before[k], after[k]), k
+
+
+def test_nan_in_the_det_and_seg_batch_stops_naming_the_augment():
+    det = det_model()
+    data = det_batch([(32, 48), (32, 48)])
+    data['inputs'] = [x.float() for x in data['inputs']]
+    data['inputs'][0][1, 2, 2] = float('inf')
+    with scope('mmdet'), pytest.raises(
+            ValueError, match='RecursiveMix: the input batch has 1 '):
+        det.data_preprocessor(data, training=True)
+    seg = seg_model()
+    data = seg_batch([(32, 32), (32, 32)])
+    data['inputs'] = [x.float() for x in data['inputs']]
+    data['inputs'][1][0, 0, 0] = float('nan')
+    with scope('mmseg'), pytest.raises(
+            ValueError, match='RecursiveMix: the input batch has 1 '):
+        seg.data_preprocessor(data, training=True)
+
+
+def test_nan_error_names_the_iteration():
+    from mmengine.logging import MessageHub
+
+    from mixplugins.engine.finite import check_finite_batch
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 41)
+    x = torch.zeros(2, 3, 4, 4)
+    check_finite_batch('RMix', x)  # finite: nothing
+    x[0, 0, 0, 0] = float('nan')
+    with pytest.raises(ValueError, match='RMix: the input batch at '
+                       'iteration 42 has 1 non-finite'):
+        check_finite_batch('RMix', x)
+
+
+def test_truncated_or_corrupted_resume_checkpoint_names_the_previous(
+        tmp_path):
+    from mixplugins.utils.launcher import check_resume_checkpoint
+    good = tmp_path / 'iter_1.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(1000))), str(good))
+    blob = good.read_bytes()
+    truncated = tmp_path / 'iter_2.pth'
+    truncated.write_bytes(blob[:len(blob) // 2])
+    check_resume_checkpoint(str(good))  # complete: nothing
+    with pytest.raises(ValueError) as err:
+        check_resume_checkpoint(str(truncated))
+    msg = str(err.value)
+    assert 'iter_2.pth' in msg and 'truncated' in msg
+    assert f'--resume {good}' in msg
+    # a flipped byte inside the data: CRC mismatch
+    corrupted = tmp_path / 'iter_3.pth'
+    data = bytearray(blob)
+    i = data.index(b'\x00\x00\x80\x3f')  # the first 1.0 of the tensor
+    data[i + 3] ^= 0xFF
+    corrupted.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r'corrupted.*--resume .*iter_1'):
+        check_resume_checkpoint(str(corrupted))
+    # nothing complete next to it
+    good.unlink()
+    with pytest.raises(ValueError, match='there is no complete'):
+        check_resume_checkpoint(str(truncated))
+
+
+def test_train_tool_refuses_a_truncated_resume_checkpoint(tmp_path):
+    """``tools/train.py --resume PATH`` stops before building the runner."""
+    (tmp_path / 'iter_1.pth').write_bytes(b'PK\x03\x04 truncated')
+    tiny_cfg = REPO + '/tests/test_tools/configs/tiny_resnet_custom.py'
+    code = textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {REPO + '/tools'!r})
+        import train
+        train.main([{tiny_cfg!r}, '--work-dir', {str(tmp_path)!r},
+                    '--resume', {str(tmp_path / 'iter_1.pth')!r}])
+        ''')
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env=tool_env())
+    assert proc.returncode != 0
+    assert 'ValueError: --resume ' in proc.stderr
+    assert 'iter_1.pth: not a complete torch checkpoint' in proc.stderr
+    assert 'there is no complete' in proc.stderr
+
+
+def _run_log(work_dir) -> str:
+    import glob
+    return ''.join(
+        open(p).read()
+        for p in glob.glob(f'{work_dir}/**/*.log', recursive=True))
+
+
+def test_resume_with_another_batch_or_world_size_is_logged(tmp_path):
+    """Another batch size or number of processes than the checkpoint's: the
+    resume is not exact and ``ExactResumeHook`` says so, naming what happens
+    to the RecursiveMix history (never a silent mismatch)."""
+    from tests.test_utils.test_exact_resume import (_train, _write_pngs,
+                                                    cls_config)
+    root = str(tmp_path / 'data')
+    _write_pngs(root)
+    cfg = cls_config(root, 'RecursiveMix')
+    cfg.train_cfg.max_epochs = 1
+    _train(cfg, tmp_path / 'full', 'full')
+    ckpt = tmp_path / 'full' / 'iter_2.pth'
+    assert torch.load(str(ckpt), weights_only=False)['exact_resume'][
+        'batch_size'] == 2
+    bs3 = copy.deepcopy(cfg)
+    bs3.train_dataloader.batch_size = 3
+    _train(bs3, tmp_path / 'bs3', 'bs3', resume_from=ckpt)
+    log = _run_log(tmp_path / 'bs3')
+    assert ('written with 2 images per batch and process, this run has 3'
+            in log)
+    assert 'history of 2 images' in log
+    # a checkpoint of a 2-process run resumed by one process
+    c = torch.load(str(ckpt), weights_only=False)
+    c['exact_resume']['world_size'] = 2
+    c['exact_resume']['ranks'] = c['exact_resume']['ranks'] * 2
+    torch.save(c, str(tmp_path / 'ws2.pth'))
+    _train(cfg, tmp_path / 'ws', 'ws', resume_from=tmp_path / 'ws2.pth')
+    log = _run_log(tmp_path / 'ws')
+    assert 'written by 2 process(es), this run has 1' in log
+    assert "rank 0's RecursiveMix history" in log

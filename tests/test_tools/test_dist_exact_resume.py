@@ -38,7 +38,6 @@ train sampler is then seeded by a random broadcast seed, not by
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -46,6 +45,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests._helpers import free_port, same_history, tool_env
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_CLS = osp.join(REPO, 'tests', 'test_tools', 'configs',
@@ -155,7 +156,7 @@ train_cfg = dict(_delete_=True, by_epoch=True, max_epochs=3, val_interval=1)
 param_scheduler = dict(milestones=[4], gamma=0.5)
 default_hooks = dict(
     logger=dict(interval=1),
-    checkpoint=dict(interval=1, by_epoch=False, save_best=None))
+    checkpoint=dict(interval=1, by_epoch=False, save_best='auto'))
 custom_hooks = [
     dict(type='ExactResumeHook', per_rank_modules={per_rank}),
     dict(type='exact_resume_probe.Record')
@@ -166,13 +167,9 @@ randomness = {randomness!r}
 AUGMENTS = dict(
     RecursiveMix=(dict(type='RecursiveMix'), dict(seed=0)),
     RMix=(dict(type='RMix', grids=(2, 4)), dict(seed=0, diff_rank_seed=True)),
+    RLMix=(dict(type='RLMix', agent_grid=4, n_steps=2, batch_size=2,
+                n_epochs=1), dict(seed=0, diff_rank_seed=True)),
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _write_pngs(root: str) -> None:
@@ -204,16 +201,10 @@ def _dist_train(tmp_path, config: str, name: str, resume=None):
     """``dist_train.sh CONFIG 2`` into ``tmp_path/name``; the two ranks'
     records."""
     work_dir = tmp_path / name
-    env = dict(os.environ,
-               PYTHON=sys.executable,
-               PORT=str(_free_port()),
-               OMP_NUM_THREADS='1',
-               MKL_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join(
-                   filter(None,
-                          [str(tmp_path),
-                           os.environ.get('PYTHONPATH')])))
-    env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+    env = tool_env(tmp_path,
+                   threads=1,
+                   PYTHON=sys.executable,
+                   PORT=free_port())
     cmd = ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2',
            '--work-dir', str(work_dir)]
     if resume is not None:
@@ -233,22 +224,6 @@ def _dist_train(tmp_path, config: str, name: str, resume=None):
 
 def _load(path):
     return torch.load(str(path), map_location='cpu', weights_only=False)
-
-
-def _same(a, b) -> bool:
-    """Deep, exact equality (tensors bitwise)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, torch.Tensor):
-        return a.dtype == b.dtype and a.shape == b.shape and bool(
-            torch.equal(a, b))
-    if isinstance(a, np.ndarray):
-        return a.dtype == b.dtype and np.array_equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def _tail(rec):
@@ -290,9 +265,9 @@ def _check_exact(tmp_path, full, resumed, out):
     b = _load(tmp_path / 'resumed' / f'iter_{N_ITERS}.pth')
     assert a['state_dict'].keys() == b['state_dict'].keys()
     for k in a['state_dict']:
-        assert _same(a['state_dict'][k], b['state_dict'][k]), k
-    assert _same(a['optimizer'], b['optimizer'])
-    assert _same(a['exact_resume'], b['exact_resume'])
+        assert same_history(a['state_dict'][k], b['state_dict'][k]), k
+    assert same_history(a['optimizer'], b['optimizer'])
+    assert same_history(a['exact_resume'], b['exact_resume'])
 
 
 @pytest.fixture(scope='module')
@@ -332,12 +307,12 @@ def test_recursivemix_checkpoint_holds_each_ranks_state(recursivemix_runs):
         assert h['epoch'] == 1 and h['inputs'].shape[0] == 2
     assert not torch.equal(hists[0]['inputs'], hists[1]['inputs'])
     # the checkpoint's own state_dict holds rank 0's history only
-    assert _same(ckpt['state_dict']['rm_history._extra_state'], hists[0])
+    assert same_history(ckpt['state_dict']['rm_history._extra_state'], hists[0])
     # ... and rank 0's BatchNorm statistics; rank 1's are its own
     key = 'backbone.bn1.running_mean'
     bufs = [r['buffers'] for r in entry['ranks']]
     assert bufs[0].keys() == bufs[1].keys() and key in bufs[0]
-    assert all(_same(bufs[0][k], ckpt['state_dict'][k]) for k in bufs[0])
+    assert all(same_history(bufs[0][k], ckpt['state_dict'][k]) for k in bufs[0])
     assert not torch.equal(bufs[0][key], bufs[1][key])
     for r in entry['ranks']:
         assert set(r['rng']) >= {'random', 'numpy', 'torch'}
@@ -391,6 +366,45 @@ def test_rmix_dist_resume_is_exact_on_every_rank(tmp_path):
     # the sampler's seed is a random one broadcast by rank 0, not the
     # runner's (0): the resumed run must take the checkpoint's
     assert isinstance(ckpt['exact_resume']['sampler_seed'], int)
+    resumed, out = _dist_train(tmp_path, config, 'resumed',
+                               resume=tmp_path / 'full' /
+                               f'iter_{RESUME_AT}.pth')
+    _check_exact(tmp_path, full, resumed, out)
+
+
+@pytest.mark.slow
+def test_best_checkpoint_holds_each_ranks_state(recursivemix_runs):
+    """``best_*`` checkpoints are written outside ``CheckpointHook``'s
+    regular path; they hold every rank's entry too, the same as the regular
+    checkpoint of that iteration (issue 14)."""
+    tmp = recursivemix_runs[0]
+    best = sorted((tmp / 'full').glob('best_*.pth'))
+    assert best, list((tmp / 'full').iterdir())
+    ckpt = _load(best[-1])
+    it = ckpt['meta']['iter']
+    entry = ckpt['exact_resume']
+    assert entry['world_size'] == 2 and len(entry['ranks']) == 2
+    regular = _load(tmp / 'full' / f'iter_{it}.pth')['exact_resume']
+    for got, want in zip(entry['ranks'], regular['ranks']):
+        assert same_history(got['modules'], want['modules'])
+        assert same_history(got['buffers'], want['buffers'])
+        assert same_history(got['rng'], want['rng'])
+    hists = [r['modules']['rm_history'] for r in entry['ranks']]
+    assert not torch.equal(hists[0]['inputs'], hists[1]['inputs'])
+
+
+@pytest.mark.slow
+def test_rlmix_dist_resume_is_exact_on_every_rank(tmp_path):
+    """RL-Mix: each rank's PPO agent (its rollout, policy and optimiser) is
+    per-rank state, restored from the hook's entry."""
+    pytest.importorskip('stable_baselines3')
+    config = _config(tmp_path, 'RLMix')
+    full, _ = _dist_train(tmp_path, config, 'full')
+    _check_full_run(full)
+    ckpt = _load(tmp_path / 'full' / f'iter_{RESUME_AT}.pth')
+    agents = [r['modules'] for r in ckpt['exact_resume']['ranks']]
+    assert agents[0].keys() == agents[1].keys() and agents[0]
+    assert not same_history(agents[0], agents[1])
     resumed, out = _dist_train(tmp_path, config, 'resumed',
                                resume=tmp_path / 'full' /
                                f'iter_{RESUME_AT}.pth')

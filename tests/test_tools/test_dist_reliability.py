@@ -29,7 +29,6 @@ import os
 import os.path as osp
 import random
 import re
-import socket
 import subprocess
 import sys
 
@@ -39,13 +38,16 @@ import torch
 
 from mixplugins.datasets.synthetic import (SHAPE_CLASSES, make_ade20k_shapes,
                                            make_coco_shapes)
+from tests._helpers import (TINY_SEG_MODEL, cls_batch, cls_model,
+                            free_port, same_history, tiny_det_model,
+                            tool_env)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(REPO, 'configs', 'detection',
                       'atss_r50_fpn_rm-det_1x_coco.py')
 SEG_CONFIG = osp.join(REPO, 'configs', 'segmentation',
                       'upernet_r50_rm-seg_512x512_80k_ade20k.py')
-HIST_KEY = 'data_preprocessor.batch_augments.0._extra_state'
+HIST_KEY = 'data_preprocessor.batch_augments.0.history._extra_state'
 
 # ------------------------------------------------ tools/dist_train.sh runs
 HIST_PROBE = r'''
@@ -81,26 +83,17 @@ class HistDump(Hook):
             bn=sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                    for m in model.modules()),
             img_paths=[s.img_path for s in data_batch['data_samples']],
-            history=copy.deepcopy(aug.get_extra_state())))
+            history=copy.deepcopy(aug.history.get_extra_state())))
         torch.save(self.records,
                    osp.join(runner.work_dir, f'hist_rank{rank}.pt'))
 '''
 
 # ResNet-18 with 8 stem/base channels (stage outputs 8, 16, 32, 64), as
-# tests/test_reliability/_helpers.py shrinks the repository's configs.
-TINY_BACKBONE = "depth=18, stem_channels=8, base_channels=8, init_cfg=None"
-
+# tests/_helpers.py shrinks the repository's configs (``model`` is
+# ``tiny_det_model(...)`` / ``TINY_SEG_MODEL`` there).
 DET_SHRINK = """_base_ = [{config!r}]
 data_root = {root!r}
-model = dict(
-    backbone=dict({backbone}, frozen_stages=-1, norm_eval=False),
-    neck=dict(in_channels=[8, 16, 32, 64], out_channels=16, num_outs=3),
-    bbox_head=dict(num_classes={num_classes}, in_channels=16,
-                   feat_channels=16, stacked_convs=1,
-                   norm_cfg=dict(type='GN', num_groups=8,
-                                 requires_grad=True),
-                   anchor_generator=dict(octave_base_scale=4,
-                                         strides=[8, 16, 32])))
+model = {model!r}
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
@@ -121,11 +114,7 @@ randomness = dict(seed=0)
 SEG_SHRINK = """_base_ = [{config!r}]
 data_root = {root!r}
 crop_size = (64, 64)
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict({backbone}),
-    decode_head=dict(in_channels=[8, 16, 32, 64], channels=16),
-    auxiliary_head=dict(in_channels=32, channels=8))
+model = dict(data_preprocessor=dict(size=crop_size), **{model!r})
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
@@ -152,28 +141,16 @@ SEG_SYNC_BN = 20 + 12 + 1
 N_TRAIN = 8  # images: 2 processes x 2 iterations x 2 images
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _dist_train(tmp_path, config_text: str) -> str:
     """Write the shrunk config and the probe, run ``dist_train.sh CONFIG 2``
     and return its output (expecting success)."""
     config = tmp_path / 'shrunk.py'
     config.write_text(config_text)
     (tmp_path / 'hist_probe.py').write_text(HIST_PROBE)
-    env = dict(os.environ,
-               PYTHON=sys.executable,
-               PORT=str(_free_port()),
-               OMP_NUM_THREADS='1',
-               MKL_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join(
-                   filter(None,
-                          [str(tmp_path),
-                           os.environ.get('PYTHONPATH')])))
-    env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+    env = tool_env(tmp_path,
+                   threads=1,
+                   PYTHON=sys.executable,
+                   PORT=free_port())
     proc = subprocess.run([
         'bash',
         osp.join(REPO, 'tools', 'dist_train.sh'),
@@ -188,20 +165,6 @@ def _dist_train(tmp_path, config_text: str) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     return out
-
-
-def _same(a, b) -> bool:
-    """Deep equality of history snapshots (tensors compared exactly)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, torch.Tensor):
-        return a.dtype == b.dtype and a.shape == b.shape and bool(
-            torch.equal(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def _check_per_rank_history(work_dir, checkpoint: str) -> list:
@@ -233,8 +196,8 @@ def _check_per_rank_history(work_dir, checkpoint: str) -> list:
     # rank 0 writes the checkpoint: it holds rank 0's final history
     ckpt = torch.load(str(work_dir / checkpoint), weights_only=False)
     saved = ckpt['state_dict'][HIST_KEY]
-    assert _same(saved, recs[0][-1]['history'])
-    assert not _same(saved, recs[1][-1]['history'])
+    assert same_history(saved, recs[0][-1]['history'])
+    assert not same_history(saved, recs[1][-1]['history'])
     assert ckpt['meta']['iter'] == 2
     return recs
 
@@ -274,13 +237,14 @@ def test_empty_history_state_survives_mmengine_broadcast(framework):
         step = _seg_step
     fresh = RecursiveMix()
     state = fresh.state_dict()
-    assert list(state) == ['_extra_state']
-    assert get_data_device(state['_extra_state']) == torch.device('cpu')
+    assert list(state) == ['history._extra_state']
+    assert get_data_device(
+        state['history._extra_state']) == torch.device('cpu')
     used = RecursiveMix()
     step(used)
-    assert used.hist_inputs is not None
+    assert used.history.inputs is not None
     used.load_state_dict(state)
-    assert used.hist_inputs is None
+    assert used.history.inputs is None
 
 
 @pytest.mark.slow
@@ -293,8 +257,7 @@ def test_dist_train_recursivemix_det(tmp_path):
         tmp_path,
         DET_SHRINK.format(config=DET_CONFIG,
                           root=info['data_root'] + '/',
-                          backbone=TINY_BACKBONE,
-                          num_classes=len(SHAPE_CLASSES),
+                          model=tiny_det_model(len(SHAPE_CLASSES)),
                           classes=tuple(SHAPE_CLASSES)))
     for rank in (0, 1):
         assert f"backend 'gloo' (rank {rank}/2)" in out
@@ -328,7 +291,7 @@ def test_dist_train_recursivemix_seg(tmp_path):
         tmp_path,
         SEG_SHRINK.format(config=SEG_CONFIG,
                           root=info['data_root'],
-                          backbone=TINY_BACKBONE))
+                          model=TINY_SEG_MODEL))
     for rank in (0, 1):
         assert f"backend 'gloo' (rank {rank}/2)" in out
     # the warning of rank 0 (mmengine shows only errors of other ranks)
@@ -367,39 +330,20 @@ def _classifier(augment, soft=None):
     ``augment`` as its only batch augment, or none; the loss takes soft
     targets when ``soft`` (default: with an augment). Every call gives the
     same initial weights."""
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
     soft = augment is not None if soft is None else soft
-    cfg = dict(type='MixImageClassifier',
-               backbone=dict(type='ResNet',
-                             depth=18,
-                             stem_channels=8,
-                             base_channels=8),
-               neck=dict(type='GlobalAveragePooling'),
-               head=dict(type='LinearClsHead',
-                         num_classes=NUM_CLASSES,
-                         in_channels=64,
-                         loss=dict(type='CrossEntropyLoss', use_soft=soft)),
-               data_preprocessor=dict(num_classes=NUM_CLASSES))
-    if augment is not None:
-        cfg['train_cfg'] = dict(augments=[dict(augment)])
     torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MODELS.build(cfg)
+    return cls_model(augment,
+                     num_classes=NUM_CLASSES,
+                     head=dict(type='LinearClsHead',
+                               num_classes=NUM_CLASSES,
+                               in_channels=64,
+                               loss=dict(type='CrossEntropyLoss',
+                                         use_soft=soft)))
 
 
 def _shard(rank: int, it: int) -> dict:
     """Rank ``rank``'s batch of iteration ``it`` (4 raw 32x32 images)."""
-    from mmpretrain.structures import DataSample
-    g = torch.Generator().manual_seed(100 * it + rank)
-    inputs = [
-        torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
-        for _ in range(4)
-    ]
-    labels = torch.randint(0, NUM_CLASSES, (4, ), generator=g)
-    return dict(inputs=inputs,
-                data_samples=[DataSample().set_gt_label(int(y))
-                              for y in labels])
+    return cls_batch(4, 32, seed=100 * it + rank, num_classes=NUM_CLASSES)
 
 
 def _seed(rank: int, it: int) -> None:

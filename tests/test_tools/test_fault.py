@@ -25,7 +25,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mixplugins.utils.checkpoint import find_latest_checkpoint, install_patches
+from mixplugins.engine.checkpoint import find_latest_checkpoint
+from mixplugins.engine.patches import install_patches
+from tests._helpers import tool_env
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = osp.join(REPO, 'tests', 'test_tools', 'configs',
@@ -95,13 +97,6 @@ def _cmd(tmp_path, work_dir, sleep, resume=False):
     ] + [f'custom_hooks.1.seconds={sleep}']
 
 
-def _env(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
-        filter(None, [str(tmp_path), os.environ.get('PYTHONPATH')])))
-    env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
-    return env
-
-
 def _iters_on_disk(work_dir):
     return sorted(
         int(m.group(1)) for m in (re.match(r'iter_(\d+)\.pth$', n)
@@ -114,7 +109,7 @@ def _run_and_kill(tmp_path, work_dir, resume, kill_after):
     log = open(tmp_path / f'log_{kill_after}.txt', 'w+')
     proc = subprocess.Popen(
         _cmd(tmp_path, work_dir, sleep=0.25, resume=resume),
-        cwd=str(tmp_path), env=_env(tmp_path), stdout=log,
+        cwd=str(tmp_path), env=tool_env(tmp_path, threads=1), stdout=log,
         stderr=subprocess.STDOUT)
     target = work_dir / f'iter_{kill_after}.pth'
     deadline = time.time() + 300
@@ -146,8 +141,8 @@ def test_sigkill_then_resume_loses_nothing_past_the_last_checkpoint(
     # the reference: never killed
     ref = tmp_path / 'ref'
     proc = subprocess.run(_cmd(tmp_path, ref, sleep=0), cwd=str(tmp_path),
-                          env=_env(tmp_path), capture_output=True, text=True,
-                          timeout=600)
+                          env=tool_env(tmp_path, threads=1),
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
     work = tmp_path / 'work'
@@ -158,7 +153,7 @@ def test_sigkill_then_resume_loses_nothing_past_the_last_checkpoint(
     assert re.search(rf'resumed epoch: \d+, iter: {died_at}\b', out), \
         out[-3000:]
     proc = subprocess.run(_cmd(tmp_path, work, sleep=0, resume=True),
-                          cwd=str(tmp_path), env=_env(tmp_path),
+                          cwd=str(tmp_path), env=tool_env(tmp_path, threads=1),
                           capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

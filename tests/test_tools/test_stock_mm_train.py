@@ -15,7 +15,6 @@ wheels (``<pkg>/.mim``). Each run writes two configs into ``tmp_path``:
 """
 import importlib.util
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import torch
 
 from mixplugins.datasets.synthetic import (SHAPE_CLASSES, make_ade20k_shapes,
                                            make_coco_shapes)
+from tests._helpers import DET_PIPELINES, SEG_PIPELINES, tool_env
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -132,7 +132,7 @@ randomness = dict(seed=0)
 DET_SHRINK = """_base_ = ['./user.py']
 data_root = {root!r}
 dataset = dict(metainfo=dict(classes={classes!r}))
-model = dict(
+""" + DET_PIPELINES + """model = dict(
     backbone=dict(depth=18, init_cfg=None),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=32),
     bbox_head=dict(num_classes={num_classes}, in_channels=32,
@@ -140,21 +140,6 @@ model = dict(
                    norm_cfg=dict(type='GN', num_groups=8,
                                  requires_grad=True)),
     test_cfg=dict(score_thr=0.0))  # random init: keep the detections
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(128, 96), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 96), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                    'scale_factor'))
-]
 val_evaluator = dict(ann_file=data_root + {val_ann!r})
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs=1, val_interval=1)
@@ -163,29 +148,12 @@ train_cfg = dict(max_epochs=1, val_interval=1)
 SEG_SHRINK = """_base_ = ['./user.py']
 data_root = {root!r}
 dataset = dict()
-crop_size = (64, 64)
-model = dict(
+""" + SEG_PIPELINES + """model = dict(
     pretrained=None,
     data_preprocessor=dict(size=crop_size),
     backbone=dict(depth=18),
     decode_head=dict(in_channels=[64, 128, 256, 512], channels=32),
     auxiliary_head=dict(in_channels=256, channels=16))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0),
-         keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 64), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs')
-]
 train_cfg = dict(max_iters=2, val_interval=2)
 default_hooks = dict(checkpoint=dict(interval=2))
 """ + COMMON_SHRINK
@@ -200,14 +168,7 @@ def _run_tool(tmp_path, stock_config: tuple, diff: str, shrink: str,
     user.write_text(f'_base_ = [{_mim(*stock_config)!r}]\n' + diff)
     (tmp_path / 'shrunk.py').write_text(shrink)
     (tmp_path / 'aug_probe.py').write_text(PROBE)
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS='2',
-        MKL_NUM_THREADS='2',
-        PYTHONPATH=os.pathsep.join(
-            filter(None,
-                   [str(tmp_path), os.environ.get('PYTHONPATH')])))
-    env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+    env = tool_env(tmp_path, threads=2)
     return subprocess.run([
         sys.executable,
         _mim(*tool), 'shrunk.py', '--work-dir',

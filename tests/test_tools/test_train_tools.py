@@ -10,7 +10,6 @@ import os
 import os.path as osp
 import pickle
 import re
-import socket
 import subprocess
 import sys
 
@@ -20,7 +19,8 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from mixplugins.utils.checkpoint import install_patches
+from mixplugins.engine.patches import install_patches
+from tests._helpers import free_port, tool_env
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'tests', 'test_tools', 'configs',
@@ -55,8 +55,7 @@ def _data_options(root: str) -> list:
 
 
 def _run(cmd: list, cwd, timeout: int = 600) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+    env = tool_env(threads=1)
     proc = subprocess.run(
         cmd,
         cwd=str(cwd),
@@ -142,23 +141,13 @@ model = dict(
                if v.is_floating_point())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('augment', [None, 'RMix', 'RecursiveMix'])
 def test_dist_train_two_cpu_processes(tmp_path, data_root, augment):
     """torchrun + gloo on CPU, with SyncBN in the config; plain, and with
     each mixplugins method (per-rank history, saliency pass under DDP)."""
     work_dir = tmp_path / 'work'
-    env = dict(
-        os.environ,
-        PYTHON=sys.executable,
-        PORT=str(_free_port()),
-        OMP_NUM_THREADS='1')
+    env = tool_env(threads=1, PYTHON=sys.executable, PORT=free_port())
     config = CONFIG
     if augment is not None:
         config = str(tmp_path / f'tiny_{augment}.py')

@@ -28,10 +28,10 @@ from mmpretrain.structures import DataSample
 from torch.serialization import get_unsafe_globals_in_checkpoint
 from torch.utils.data import DataLoader, Dataset
 
-from mixplugins.utils.checkpoint import (allow_mm_checkpoint_globals,
+from mixplugins.engine.checkpoint import (allow_mm_checkpoint_globals,
                                          atomic_save_checkpoint,
-                                         install_patches,
                                          mm_checkpoint_getattr)
+from mixplugins.engine.patches import install_patches
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -176,7 +176,7 @@ def test_one_cycle_scheduler_resumes(tmp_path, anneal, no_weights_only_env):
 def test_fresh_process_loads_checkpoint(trained, no_weights_only_env):
     """The getattr allow-list must not rely on state of this process."""
     _, work_dir = trained
-    code = ('import sys, torch, mixplugins.utils.checkpoint as c; '
+    code = ('import sys, torch, mixplugins.engine.patches as c; '
             'c.install_patches(); '
             'ckpt = torch.load(sys.argv[1]); '
             'print(ckpt["meta"]["iter"], '
@@ -330,3 +330,36 @@ def test_non_local_destinations_use_their_backend():
     atomic_save_checkpoint({'step': 5}, 'memtest://bucket/ckpt.pth')
     data = _MemoryBackend.store['memtest://bucket/ckpt.pth']
     assert torch.load(io.BytesIO(data))['step'] == 5
+
+
+def test_last_checkpoint_pointer_is_written_atomically(tmp_path, monkeypatch):
+    """``CheckpointHook`` writes ``last_checkpoint`` through a temporary file
+    and ``os.replace`` (patch ``atomic_last_checkpoint``); a write that dies
+    half-way leaves the previous pointer, and no temporary file."""
+    import mmengine.hooks.checkpoint_hook as hook_module
+    install_patches()
+    replaced = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        replaced.append(osp.basename(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', spy)
+    _runner(tmp_path, max_iters=1).train()
+    pointer = tmp_path / 'last_checkpoint'
+    assert pointer.read_text() == str(tmp_path / 'iter_1.pth')
+    assert 'last_checkpoint' in replaced and 'iter_1.pth' in replaced
+
+    def dying_fsync(fd):
+        raise KeyboardInterrupt  # killed between the write and the rename
+
+    monkeypatch.setattr(os, 'fsync', dying_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        with hook_module.open(str(pointer), 'w') as f:
+            f.write(str(tmp_path / 'iter_2.pth'))
+    assert pointer.read_text() == str(tmp_path / 'iter_1.pth')
+    assert not [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]
+    # other files the hook opens are the builtin open's
+    with hook_module.open(str(tmp_path / 'other.txt'), 'w') as f:
+        assert isinstance(f, io.TextIOWrapper)
