@@ -1,16 +1,26 @@
 """mixplugins: R-Mix, RL-Mix and RecursiveMix for OpenMMLab 2.0.
 
-``import mixplugins`` (what ``custom_imports`` does) registers every adapter
-whose host framework is importable -- mmpretrain (classification), mmdet
-(detection), mmseg (segmentation) -- and skips the others; ``missing()``
-says which were skipped and why. ``mixplugins.core`` needs only torch.
+``import mixplugins`` (what ``custom_imports`` does)
+
+1. installs the mmengine patches listed in
+   :data:`mixplugins.engine.patches.PATCHES` (each with the mmengine
+   versions it applies to);
+2. registers the mmengine-level pieces (:mod:`mixplugins.engine`: hooks,
+   schedulers, the CPU AMP wrapper) in mmengine's registries;
+3. registers every adapter whose host framework is importable -- mmpretrain
+   (classification), mmdet (detection), mmseg (segmentation) -- and skips
+   the others; :func:`missing` says which were skipped and why.
+
+A framework (or a package it needs) that is not installed is skipped; an
+error raised inside mixplugins is never hidden. ``mixplugins.core`` needs
+only torch.
 """
 import importlib
 from typing import Dict
 
 from .version import __version__
 
-__all__ = ['__version__', 'missing', 'require']
+__all__ = ['__version__', 'missing', 'require', 'install_command']
 
 _ADAPTERS = {
     'classification': 'mmpretrain',
@@ -20,7 +30,22 @@ _ADAPTERS = {
 _MISSING: Dict[str, str] = {}
 
 
-def _register_adapters() -> None:
+def _import_missing(e: ImportError) -> bool:
+    """Whether ``e`` says that a package outside mixplugins is absent."""
+    name = getattr(e, 'name', None) or ''
+    return name != __name__ and not name.startswith(__name__ + '.')
+
+
+def _register() -> None:
+    try:
+        importlib.import_module('mmengine')
+    except ImportError as e:
+        for part in ('engine', *_ADAPTERS):
+            _MISSING[part] = f'mmengine is not importable ({e})'
+        return
+    from .engine.patches import install_patches
+    install_patches()
+    importlib.import_module(f'{__name__}.engine')
     for adapter, framework in _ADAPTERS.items():
         try:
             importlib.import_module(framework)
@@ -29,14 +54,44 @@ def _register_adapters() -> None:
             continue
         try:
             importlib.import_module(f'{__name__}.{adapter}')
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith(__name__):
-                continue  # adapter not written yet
+        except ImportError as e:
+            if not _import_missing(e):
+                raise
             _MISSING[adapter] = f'{framework} is installed but {e}'
 
 
+def install_command() -> str:
+    """The one command that installs the full stack of this environment's
+    kind (from a clone of the repository): the onedl forks' when
+    onedl-mmengine is installed, else upstream OpenMMLab's. It also
+    replaces the classification profile's mmcv-lite by mmcv with ops."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            version('onedl-mmengine')
+            return 'STACK=onedl bash tools/install.sh'
+        except PackageNotFoundError:
+            pass
+    except ImportError:  # pragma: no cover
+        pass
+    return 'bash tools/install.sh'
+
+
+def _profile_note() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            version('mmcv-lite')
+        except PackageNotFoundError:
+            return ''
+    except ImportError:  # pragma: no cover
+        return ''
+    return (' This environment has the classification profile (mmcv-lite, '
+            'no mmdet/mmseg).')
+
+
 def missing() -> Dict[str, str]:
-    """Adapters that were not registered, with the reason."""
+    """Parts that were not registered, with the reason."""
     return dict(_MISSING)
 
 
@@ -52,24 +107,9 @@ def require(adapter: str) -> None:
                          f'{adapter!r}')
     if adapter in _MISSING:
         raise ImportError(
-            f'mixplugins.{adapter} is unavailable: {_MISSING[adapter]}. '
-            f'Install it with `bash tools/install.sh` (see README).')
+            f'mixplugins.{adapter} is unavailable: {_MISSING[adapter]}.'
+            f'{_profile_note()} Install the full stack with '
+            f'`{install_command()}` (docs/install.md).')
 
 
-def _install_patches() -> None:
-    try:
-        from .utils.checkpoint import install_patches
-    except ImportError:
-        return
-    install_patches()
-
-
-_install_patches()
-_register_adapters()
-# MixVisualizationHook and ExactResumeHook in mmengine's HOOKS,
-# CPUAmpOptimWrapper in its OPTIM_WRAPPERS
-for _module in ('visualization', 'exact_resume', 'utils.amp'):
-    try:
-        importlib.import_module(f'{__name__}.{_module}')
-    except ImportError as e:  # a core-only install without mmengine
-        _MISSING[_module] = f'mmengine is not importable ({e})'
+_register()

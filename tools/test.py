@@ -6,6 +6,7 @@ built as in ``tools/train.py``.
 Examples::
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+    python tools/test.py CONFIG CHECKPOINT --show-dir DIR  # + ECE, diagram
     bash tools/dist_test.sh CONFIG CHECKPOINT 8 [--out FILE]
 """
 import argparse
@@ -22,7 +23,7 @@ def _import_mixplugins():
         sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
         import mixplugins  # noqa: F401
     # Harmless if ``import mixplugins`` already installed the patches.
-    from mixplugins.utils.checkpoint import install_patches
+    from mixplugins.engine.patches import install_patches
     install_patches()
 
 
@@ -41,6 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         'mmpretrain and mmdet configs (mmdet stores the converted '
         'results, as its own test.py does); a directory of prediction '
         'maps for mmseg configs')
+    parser.add_argument(
+        '--show-dir',
+        help='mmpretrain configs: draw the reliability diagram of the test '
+        'predictions to DIR/reliability.png (adds the CalibrationError '
+        'metric -- ECE and MCE -- to test_evaluator when it has none)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -84,6 +90,14 @@ def main(argv=None) -> None:
     cfg.load_from = args.checkpoint
     scope = init_framework_scope(cfg)
     apply_framework_defaults(cfg, scope)
+    if args.show_dir is not None:
+        if scope != 'mmpretrain':
+            raise ValueError('--show-dir draws the reliability diagram of '
+                             f'classifiers; {args.config} is an {scope} '
+                             'config')
+        from mixplugins.classification.metrics import with_reliability_plot
+        cfg.test_evaluator = with_reliability_plot(cfg.test_evaluator,
+                                                   args.show_dir)
 
     if args.out is not None and scope == 'mmseg':
         # mmseg's IoUMetric writes one prediction map per image there
@@ -102,6 +116,8 @@ def main(argv=None) -> None:
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
     runner.test()
+    # the DDP model holds the process group: drop it before closing
+    del runner
     close_process_group()
 
 

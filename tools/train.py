@@ -23,7 +23,7 @@ def _import_mixplugins():
         sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
         import mixplugins  # noqa: F401
     # Harmless if ``import mixplugins`` already installed the patches.
-    from mixplugins.utils.checkpoint import install_patches
+    from mixplugins.engine.patches import install_patches
     install_patches()
 
 
@@ -126,16 +126,22 @@ def main(argv=None) -> None:
     _import_mixplugins()
     from mmengine.config import Config
 
-    from mixplugins.utils.amp import use_cpu_amp_if_needed
+    from mixplugins.engine.amp import use_cpu_amp_if_needed
     from mixplugins.utils.launcher import (apply_framework_defaults,
-                                           build_runner, close_process_group,
+                                           build_runner,
+                                           check_resume_checkpoint,
+                                           close_process_group,
                                            init_framework_scope)
 
     cfg = merge_args(Config.fromfile(args.config), args)
+    if cfg.get('resume', False) and cfg.get('load_from', None):
+        check_resume_checkpoint(cfg.load_from)
     use_cpu_amp_if_needed(cfg)
     apply_framework_defaults(cfg, init_framework_scope(cfg))
     runner = build_runner(cfg)
     runner.train()
+    # the DDP model holds the process group: drop it before closing
+    del runner
     close_process_group()
 
 

@@ -1,4 +1,4 @@
-"""Checkpoint fixes for mmengine 0.10.7 on current torch.
+"""Checkpoint fixes for mmengine 0.10.7 and the onedl-mmengine fork.
 
 Three problems of the pinned stack (mmengine 0.10.7 with torch >= 2.6) are
 fixed here, all without touching mmengine's files:
@@ -32,8 +32,16 @@ fixed here, all without touching mmengine's files:
    :func:`find_latest_checkpoint` falls back to the newest complete
    checkpoint when a killed write left it empty.
 
-:func:`install_patches` does all three and is safe to call any number of
-times.
+4. **The onedl-mmengine fork's scoped safe loads** (0.10.8 and later) drop
+   the allow-list of 1. from torch's process-wide list after each load;
+   :func:`install_keep_allow_list` registers it again.
+
+The fork (0.10.12 read) keeps 2. and 3. as in 0.10.7.
+
+:mod:`mixplugins.engine.patches` lists the four (and the ``mmseg::``
+config fix of :mod:`mixplugins.engine.config_scope`), with the mmengine
+versions (and the feature) they apply to, and installs them when
+:mod:`mixplugins` is imported.
 """
 import os
 import os.path as osp
@@ -50,7 +58,8 @@ __all__ = [
     'mm_checkpoint_getattr', 'mm_checkpoint_safe_globals',
     'allow_mm_checkpoint_globals', 'atomic_save_checkpoint',
     'install_atomic_save', 'find_latest_checkpoint',
-    'install_robust_find_latest', 'install_patches'
+    'install_robust_find_latest', 'has_scoped_safe_load',
+    'install_keep_allow_list', 'install_atomic_last_checkpoint'
 ]
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
@@ -397,17 +406,118 @@ def install_robust_find_latest() -> None:
             module.find_latest_checkpoint = find_latest_checkpoint
 
 
-def install_patches() -> None:
-    """Apply the checkpoint fixes (safe-globals, atomic save, robust
-    ``last_checkpoint`` lookup).
+_KEEP_FLAG = '_mixplugins_keeps_allow_list'
 
-    Called when :mod:`mixplugins` is imported; idempotent. Does nothing
-    when mmengine is not installed.
+
+def has_scoped_safe_load() -> bool:
+    """Whether the running mmengine loads checkpoints with a scoped
+    allow-list (``mmengine.runner.checkpoint._safe_torch_load``: the
+    onedl-mmengine fork, 0.10.8 and later)."""
+    from mmengine.runner import checkpoint as ckpt_module
+    return callable(getattr(ckpt_module, '_safe_torch_load', None))
+
+
+def install_keep_allow_list() -> None:
+    """Keep :func:`allow_mm_checkpoint_globals`' allow-list across the
+    fork's scoped safe loads.
+
+    onedl-mmengine's ``_safe_torch_load`` loads inside
+    ``torch.serialization.safe_globals(allowlist)``; leaving that block
+    *removes* every entry of ``allowlist`` from torch's process-wide list
+    (torch's context manager does not restore what was there before), and
+    its list holds ``HistoryBuffer`` and the numpy globals that
+    ``import mixplugins`` registered, so the next plain ``torch.load`` of an
+    mm checkpoint fails (``docs/install.md``, "Fork bugs"). The replacement
+    calls the fork's function and then registers the allow-list again.
+    ``_safe_torch_load`` is looked up by its module at call time by every
+    caller in the fork, so replacing the module attribute covers them.
+    Idempotent.
     """
-    try:
-        import mmengine  # noqa: F401
-    except ImportError:
+    from mmengine.runner import checkpoint as ckpt_module
+
+    original = ckpt_module._safe_torch_load
+    if getattr(original, _KEEP_FLAG, False):
         return
-    allow_mm_checkpoint_globals()
-    install_atomic_save()
-    install_robust_find_latest()
+
+    def _safe_torch_load(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            allow_mm_checkpoint_globals()
+
+    _safe_torch_load.__doc__ = original.__doc__
+    _safe_torch_load.__wrapped__ = original
+    setattr(_safe_torch_load, _KEEP_FLAG, True)
+    ckpt_module._safe_torch_load = _safe_torch_load
+
+
+# -- the last_checkpoint pointer (issue 14)
+def _write_text_atomically(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, fsync it and
+    rename it onto ``path``."""
+    dirname = osp.dirname(osp.abspath(path))
+    tmp = osp.join(
+        dirname,
+        f'.{osp.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+    try:
+        with open(tmp, 'x') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(dirname)
+
+
+class _AtomicTextWriter:
+    """What ``open(path, 'w')`` returns to ``CheckpointHook`` for the
+    ``last_checkpoint`` pointer: collects the text and writes it atomically
+    on close (not at all when the ``with`` block raised)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._parts: Optional[List[str]] = []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return len(text)
+
+    def close(self) -> None:
+        parts, self._parts = self._parts, None
+        if parts is not None:
+            _write_text_atomically(self.path, ''.join(parts))
+
+    def __enter__(self) -> '_AtomicTextWriter':
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._parts = None
+
+
+def _checkpoint_hook_open(file, mode='r', *args, **kwargs):
+    """``open`` for ``mmengine.hooks.checkpoint_hook``: its text write of
+    the ``last_checkpoint`` pointer is atomic; everything else is the
+    builtin ``open``."""
+    if (mode == 'w' and not args and not kwargs
+            and isinstance(file, (str, os.PathLike))
+            and osp.basename(os.fspath(file)) == 'last_checkpoint'):
+        return _AtomicTextWriter(os.fspath(file))
+    return open(file, mode, *args, **kwargs)
+
+
+def install_atomic_last_checkpoint() -> None:
+    """Make ``CheckpointHook``'s write of ``<work_dir>/last_checkpoint``
+    atomic (temporary file, fsync, ``os.replace``), as the checkpoints are:
+    mmengine 0.10.7 writes it in place with ``open(path, 'w')``, so a kill
+    during the write leaves it empty. The hook's module gets an ``open``
+    that shadows the builtin for that one file. Idempotent."""
+    import mmengine.hooks.checkpoint_hook as hook_module
+    hook_module.open = _checkpoint_hook_open

@@ -40,15 +40,21 @@ does:
 
 Limits (each is logged when it applies):
 
-- Random transforms that run in data-loader worker processes
-  (``num_workers > 0``) are seeded by mmengine per worker, not restored: the
-  data order and every draw of the main process (all mixing) are exact, the
-  worker-side augmentations after a resume are not.
-- ``best_*`` checkpoints are written by ``CheckpointHook`` outside its
-  regular saving path; under DDP they hold rank 0's entry only, and the
-  other ranks resume from them with their current RNG and model state.
-- ``IterBasedTrainLoop`` still loads the trained batches once to catch up
-  (mmengine's own behaviour); nothing is trained twice.
+- Random transforms (``seed_per_sample=True``, the default): the random,
+  numpy and torch RNGs are seeded for every sample from (seed, epoch, sample
+  index, rank) right before the dataset loads it, in whichever process
+  loads it (main process or data-loader worker; in the main process the
+  RNG state is put back afterwards, so the mixing draws are untouched). A
+  resumed epoch therefore draws the same crops and flips with any
+  ``num_workers`` and ``persistent_workers``. The train loader's dataset and
+  batch sampler are wrapped in place for that (:class:`SeededDataset`,
+  :class:`PerSampleSeeds`); the pipeline is unchanged.
+- ``IterBasedTrainLoop`` (mmengine 0.10.7): mmengine's catch-up ``next``
+  calls load nothing; the index stream is fast-forwarded in the sampler.
+- ``best_*`` checkpoints hold every rank's entry, as the regular ones.
+
+Limits (each is logged when it applies): the same number of processes; the
+forked ``IterBasedTrainLoop`` with ``skip_iter`` keeps its own skip.
 """
 import random
 import types
@@ -62,9 +68,14 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-__all__ = ['ExactResumeHook', 'get_rng_state', 'set_rng_state']
+from ..core.checks import check_bool
+
+__all__ = [
+    'ExactResumeHook', 'get_rng_state', 'set_rng_state', 'sample_seed',
+    'SeededDataset', 'PerSampleSeeds'
+]
 
 #: Key of the hook's entry in a checkpoint.
 CHECKPOINT_KEY = 'exact_resume'
@@ -150,6 +161,245 @@ def _sampler_seed(runner) -> Optional[int]:
     return None if sampler is None else sampler.seed
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def sample_seed(*values: int) -> int:
+    """A 64-bit seed that depends only on ``values`` (splitmix64 over them):
+    the per-sample seed of (seed, epoch, pass, sample index, rank)."""
+    h = 0
+    for v in values:
+        h = (h ^ (int(v) & _MASK64)) + 0x9E3779B97F4A7C15 & _MASK64
+        h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _MASK64
+        h ^= h >> 31
+    return h
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+    # the CPU generator only: torch.manual_seed also seeds every CUDA
+    # device (milliseconds per call), which data transforms do not use
+    torch.default_generator.manual_seed(seed >> 1)
+
+
+class SeededDataset(Dataset):
+    """Wraps a map-style dataset: a key ``(index, seed)`` (what
+    :class:`PerSampleSeeds` yields) seeds the random, numpy and torch RNGs
+    with ``seed`` and returns ``dataset[index]``; any other key is passed
+    through. In the main process (``num_workers=0``) the RNG states are
+    put back after the sample is loaded. Attributes (``metainfo``,
+    ``pipeline``, ...) are the wrapped dataset's."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):
+        if name == 'dataset' or name.startswith('__'):
+            raise AttributeError(name)  # (unpickling in a worker)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            return self.dataset[key]
+        index, seed = key
+        if get_worker_info() is not None:
+            _seed_all(seed)
+            return self.dataset[index]
+        state = (random.getstate(), np.random.get_state(),
+                 torch.get_rng_state())
+        try:
+            _seed_all(seed)
+            return self.dataset[index]
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
+            torch.set_rng_state(state[2])
+
+
+class PerSampleSeeds:
+    """Wraps a batch sampler: yields ``[(index, seed), ...]`` where ``seed``
+    is :func:`sample_seed` of (``base_seed``, the sampler's epoch, the pass
+    over the data -- for infinite samplers --, the sample index, ``rank``).
+    It runs in the main process, so the epoch is always current (also with
+    ``persistent_workers``), and a batch skipped by index gets the seed it
+    would have had."""
+
+    def __init__(self, batch_sampler, base_seed: int, rank: int) -> None:
+        self.batch_sampler = batch_sampler
+        self.base_seed = int(base_seed)
+        self.rank = rank
+
+    @property
+    def sampler(self):
+        return getattr(self.batch_sampler, 'sampler', None)
+
+    def __getattr__(self, name: str):
+        if name == 'batch_sampler' or name.startswith('__'):
+            raise AttributeError(name)
+        return getattr(self.batch_sampler, name)
+
+    def __iter__(self) -> Iterator[List[tuple]]:
+        sampler = self.sampler
+        epoch = int(getattr(sampler, 'epoch', 0) or 0)
+        try:
+            size = max(len(sampler), 1)
+        except TypeError:
+            size = 1 << 62
+        seen = 0
+        for batch in self.batch_sampler:
+            out = []
+            for index in batch:
+                out.append((index,
+                            sample_seed(self.base_seed, epoch, seen // size,
+                                        index, self.rank)))
+                seen += 1
+            yield out
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+def _install_sample_seeds(loader, base_seed: int, rank: int) -> bool:
+    """Wrap ``loader``'s dataset and batch sampler in place (every holder
+    of the loader sees them); a worker pool already started by
+    ``persistent_workers`` holds the unwrapped dataset and is shut down.
+    Returns False when the loader has no batch sampler."""
+    if isinstance(loader.batch_sampler, PerSampleSeeds):
+        loader.batch_sampler.base_seed = int(base_seed)
+        return True
+    if loader.batch_sampler is None or isinstance(
+            loader.dataset, torch.utils.data.IterableDataset):
+        return False
+    started = getattr(loader, '_iterator', None)
+    if started is not None:
+        loader._iterator = None
+        shutdown = getattr(started, '_shutdown_workers', None)
+        if shutdown is not None:
+            shutdown()
+    # DataLoader refuses to set these after __init__; the two wrappers keep
+    # its length, sampler and collation
+    object.__setattr__(loader, 'dataset', SeededDataset(loader.dataset))
+    object.__setattr__(loader, 'batch_sampler',
+                       PerSampleSeeds(loader.batch_sampler, base_seed, rank))
+    return True
+
+
+def _first_iterator_draws_nothing(loader) -> None:
+    """A resume starts its partial epoch on a one-shot copy of ``loader``.
+    With ``persistent_workers`` the uninterrupted run created the loader's
+    worker pool (drawing a base seed from torch's RNG) at that epoch's start
+    and only resets it afterwards (no draw); the resumed run creates the
+    pool at the next epoch. This makes that creation leave torch's RNG (and
+    the loader's generator) as it found them, so both runs continue with
+    the same stream."""
+    if not (loader.num_workers > 0 and loader.persistent_workers) or \
+            getattr(loader, '_iterator', None) is not None:
+        return
+    make = loader._get_iterator
+
+    def get_iterator():
+        del loader._get_iterator  # once: the class's method afterwards
+        state = torch.get_rng_state()
+        gen = loader.generator
+        gen_state = None if gen is None else gen.get_state()
+        try:
+            return make()
+        finally:
+            torch.set_rng_state(state)
+            if gen is not None:
+                gen.set_state(gen_state)
+
+    loader._get_iterator = get_iterator
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """What mmengine's ``_InfiniteDataloaderIterator`` does at the end of
+    an epoch."""
+    sampler = getattr(loader, 'sampler', None)
+    if not hasattr(sampler, 'set_epoch'):
+        sampler = getattr(getattr(loader, 'batch_sampler', None), 'sampler',
+                          None)
+    if hasattr(sampler, 'set_epoch'):
+        sampler.set_epoch(epoch)
+
+
+class _Started:
+    """A one-shot batch sampler that continues an iterator that was already
+    advanced (by index only)."""
+
+    def __init__(self, it, length: int) -> None:
+        self.it, self.length = it, length
+
+    def __iter__(self):
+        return self.it
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class _FastForwardIterator:
+    """``IterBasedTrainLoop.dataloader_iterator`` of mmengine 0.10.7 under
+    the hook (fresh and resumed runs).
+
+    On a resume after ``catch_up`` iterations, mmengine calls ``next`` that
+    many times and discards the batches: those calls return None and load
+    nothing. At the first real batch the trained batches are skipped in the
+    batch sampler (indices only; across epoch ends as mmengine's
+    ``_InfiniteDataloaderIterator`` does, with ``set_epoch``), the loader's
+    iterator is created at that position, then ``on_start`` restores the
+    RNG. Later epochs: ``set_epoch(epoch + 1)`` and a new iterator, as
+    mmengine.
+    """
+
+    def __init__(self, loader, catch_up: int, on_start) -> None:
+        self.loader = loader
+        self.catch_up = self.skip = catch_up
+        self.on_start = on_start
+        self._epoch = 0
+        self._iterator = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.catch_up > 0:
+            self.catch_up -= 1
+            return None
+        if self._iterator is None:
+            self._start()
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._epoch += 1
+            _set_epoch(self.loader, self._epoch)
+            self._iterator = iter(self.loader)
+            return next(self._iterator)
+
+    def _start(self) -> None:
+        batches = self.loader.batch_sampler
+        n, it, left = self.skip, iter(batches), len(batches)
+        while n > 0:
+            if next(it, None) is None:
+                self._epoch += 1
+                _set_epoch(self.loader, self._epoch)
+                it, left = iter(batches), len(batches)
+                continue
+            n -= 1
+            left -= 1
+        if self.skip == 0:
+            self._iterator = iter(self.loader)
+        else:
+            self._iterator = iter(
+                _loader_with(self.loader, _Started(it, max(left, 0))))
+            _first_iterator_draws_nothing(self.loader)
+        self.on_start()
+
+
 class _SkipFirstBatches:
     """A batch sampler that leaves out the first ``n`` batches of
     ``batch_sampler`` (by index: nothing is loaded for them)."""
@@ -179,6 +429,12 @@ def _skip_first_batches(loader: DataLoader, n: int) -> DataLoader:
         raise ValueError('ExactResumeHook needs a data loader with a batch '
                          'sampler (batch_size or batch_sampler set) to skip '
                          'trained batches')
+    return _loader_with(loader, _SkipFirstBatches(loader.batch_sampler, n))
+
+
+def _loader_with(loader: DataLoader, batch_sampler) -> DataLoader:
+    """A copy of ``loader`` (same dataset, collate, workers) that takes its
+    batches from ``batch_sampler``."""
     kwargs = dict(
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
@@ -190,31 +446,57 @@ def _skip_first_batches(loader: DataLoader, n: int) -> DataLoader:
         pin_memory_device=loader.pin_memory_device)
     if loader.num_workers > 0:
         kwargs['prefetch_factor'] = loader.prefetch_factor
-    return DataLoader(
-        loader.dataset,
-        batch_sampler=_SkipFirstBatches(loader.batch_sampler, n),
-        **kwargs)
+    return DataLoader(loader.dataset, batch_sampler=batch_sampler, **kwargs)
 
 
-class _AfterCatchUp:
-    """Wraps ``IterBasedTrainLoop.dataloader_iterator``: after ``n`` batches
-    (mmengine's catch-up) it calls ``on_done`` and puts the original
-    iterator back before the next batch is loaded."""
+# -- onedl-mmengine (>= 0.10.11) fast-forward: kept apart from the upstream
+# path (``_FastForwardIterator`` above).
+class _SkipIterThenRestore:
+    """Wraps the ``dataloader_iterator`` of onedl-mmengine's
+    ``IterBasedTrainLoop``, which resumes with
+    ``dataloader_iterator.skip_iter(n)`` (a sampler-level skip when the
+    sampler has ``skip``, else ``n`` loaded batches) and creates the loader's
+    iterator lazily, on the next batch -- which draws a base seed from
+    torch's global RNG. The wrapper skips, creates the iterator (the draw the
+    uninterrupted run made at its first batch), then calls ``on_done`` (the
+    RNG restore) and puts the original iterator back.
+
+    With the fork's ``fast_forward_on_resume=True`` the loop skips nothing;
+    the wrapper then skips the ``n`` trained batches itself on the first
+    batch (an exact resume needs the data order; with a ``skip``-able
+    sampler this loads nothing).
+    """
 
     def __init__(self, loop, n: int, on_done) -> None:
         self.loop, self.n, self.on_done = loop, n, on_done
         self.inner = loop.dataloader_iterator
 
+    def skip_iter(self, num_iters: int) -> None:
+        self._finish(num_iters)
+
     def __iter__(self):
         return self
 
     def __next__(self):
-        if self.n > 0:
-            self.n -= 1
-            return next(self.inner)
-        self.loop.dataloader_iterator = self.inner
-        self.on_done()
+        # the loop did not call skip_iter: fast_forward_on_resume=True
+        self._finish(self.n)
         return next(self.inner)
+
+    def _finish(self, num_iters: int) -> None:
+        self.loop.dataloader_iterator = self.inner
+        self.inner.skip_iter(num_iters)
+        ensure = getattr(self.inner, '_ensure_iterator', None)
+        if ensure is not None:
+            ensure()
+        self.on_done()
+
+
+def _iter_loop_resume(loop, restore):
+    """The ``dataloader_iterator`` wrapper for ``loop``'s resume: the fork's
+    (``skip_iter``) or upstream mmengine's (catch-up by ``next``)."""
+    if callable(getattr(loop.dataloader_iterator, 'skip_iter', None)):
+        return _SkipIterThenRestore(loop, loop.iter, restore)
+    return _FastForwardIterator(loop.dataloader, loop.iter, restore)
 
 
 @HOOKS.register_module()
@@ -234,19 +516,25 @@ class ExactResumeHook(Hook):
             world size × one batch of images). Defaults to True.
         isolate_val (bool): Keep validation from consuming the training RNG
             stream. Defaults to True.
+        seed_per_sample (bool): Seed the random transforms of every training
+            sample from (seed, epoch, sample index, rank), so that they do
+            not depend on the data-loader worker that loads the sample and
+            a resumed epoch draws the same ones with ``num_workers > 0``.
+            Costs a reseed of three RNGs per sample (see
+            ``benchmarks/seed_per_sample.py``). Defaults to True.
     """
 
     priority = 'NORMAL'  # before CheckpointHook (VERY_LOW) in every stage
 
     def __init__(self,
                  per_rank_modules: bool = True,
-                 isolate_val: bool = True) -> None:
-        for name, value in (('per_rank_modules', per_rank_modules),
-                            ('isolate_val', isolate_val)):
-            if not isinstance(value, bool):
-                raise TypeError(f'{name} must be a bool, got {value!r}')
-        self.per_rank_modules = per_rank_modules
-        self.isolate_val = isolate_val
+                 isolate_val: bool = True,
+                 seed_per_sample: bool = True) -> None:
+        self.per_rank_modules = check_bool('per_rank_modules',
+                                           per_rank_modules)
+        self.isolate_val = check_bool('isolate_val', isolate_val)
+        self.seed_per_sample = check_bool('seed_per_sample', seed_per_sample)
+        self._sample_seed: Optional[int] = None
         self._batch_in_epoch = 0
         self._train_rng: Optional[Dict[str, Any]] = None  # during val
         self._gathered: Optional[List[Dict[str, Any]]] = None
@@ -280,23 +568,41 @@ class ExactResumeHook(Hook):
                     hook, '_exact_resume_wrapped', False):
                 continue
             save = hook._save_checkpoint_with_step
+            save_best = hook._save_best_checkpoint
 
             def save_with_states(runner, step, meta, _save=save):
                 self._gather(runner)
-                return _save(runner, step, meta)
+                try:
+                    return _save(runner, step, meta)
+                finally:
+                    self._gathered = None
+
+            def save_best_with_states(runner, metrics, _hook=hook,
+                                      _save=save_best):
+                # every rank calls it with the same (broadcast) metrics
+                if not _hook.save_best:
+                    return _save(runner, metrics)
+                self._gather(runner)
+                try:
+                    return _save(runner, metrics)
+                finally:
+                    self._gathered = None
 
             hook._save_checkpoint_with_step = save_with_states
+            hook._save_best_checkpoint = save_best_with_states
             hook._exact_resume_wrapped = True
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # (a best_* save and the regular save it triggers use one gather)
         ranks = self._gathered
-        self._gathered = None
         if ranks is None:  # one process, or a save outside CheckpointHook
             ranks = [self._local_state(runner)]
         checkpoint[CHECKPOINT_KEY] = dict(
             world_size=get_world_size(),
             batch_in_epoch=self._batch_in_epoch,
             sampler_seed=_sampler_seed(runner),
+            sample_seed=self._sample_seed,
+            batch_size=getattr(runner.train_dataloader, 'batch_size', None),
             ranks=ranks)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
@@ -330,7 +636,18 @@ class ExactResumeHook(Hook):
         loop = runner.train_loop
         # ``load_from`` (fine-tuning) loads a checkpoint too; only a resume
         # sets the loop's iteration to the checkpoint's.
-        if loaded is None or not loaded['iter'] or loop.iter != loaded['iter']:
+        resuming = not (loaded is None or not loaded['iter']
+                        or loop.iter != loaded['iter'])
+        if resuming:
+            self._check_data(runner, loaded)
+        self._install_seeding(runner, loop, loaded if resuming else None)
+        upstream_iter_loop = isinstance(loop, IterBasedTrainLoop) and \
+            not callable(getattr(loop.dataloader_iterator, 'skip_iter', None))
+        if not resuming:
+            if upstream_iter_loop and loop.iter == 0:
+                # mmengine created the iterator before the wrappers existed
+                loop.dataloader_iterator = _FastForwardIterator(
+                    loop.dataloader, 0, lambda: None)
             return
         rank, world_size = get_rank(), get_world_size()
         state = None
@@ -338,7 +655,11 @@ class ExactResumeHook(Hook):
             runner.logger.warning(
                 f'ExactResumeHook: the checkpoint was written by '
                 f'{loaded["world_size"]} process(es), this run has '
-                f'{world_size}; RNG and per-rank states are not restored.')
+                f'{world_size}; RNG and per-rank states are not restored: '
+                'every rank continues with the checkpoint\'s state_dict, i.e. '
+                'rank 0\'s RecursiveMix history / RL-Mix agent / BatchNorm '
+                'statistics, and the data order and draws differ from the '
+                'interrupted run.')
         elif rank >= len(loaded['ranks']):
             runner.logger.warning(
                 f'ExactResumeHook: the checkpoint holds no state of rank '
@@ -349,13 +670,12 @@ class ExactResumeHook(Hook):
             if self.per_rank_modules:
                 self._restore_modules(runner, state['modules'],
                                       state.get('buffers', {}))
-        self._check_data(runner, loaded)
         restore = (lambda: set_rng_state(state['rng'])) if state else \
             (lambda: None)
 
         skip = loaded['batch_in_epoch']
         if isinstance(loop, IterBasedTrainLoop):
-            loop.dataloader_iterator = _AfterCatchUp(loop, loop.iter, restore)
+            loop.dataloader_iterator = _iter_loop_resume(loop, restore)
         elif skip == 0:
             restore()
         elif type(loop).run_epoch is EpochBasedTrainLoop.run_epoch:
@@ -387,14 +707,43 @@ class ExactResumeHook(Hook):
                     f'ExactResumeHook: the checkpoint has a state for module '
                     f'{name!r}, which the model does not have; ignored.')
 
-    @staticmethod
-    def _check_data(runner, loaded: Dict[str, Any]) -> None:
+    def _install_seeding(self, runner, loop, loaded) -> None:
+        """Wrap the train loader for per-sample seeding (fresh and resumed
+        runs alike, so that both draw the same transforms)."""
+        if not self.seed_per_sample:
+            return
+        seed = None if loaded is None else loaded.get('sample_seed')
+        if not isinstance(seed, int):
+            sampler = _seeded_sampler(loop.dataloader)
+            seed = sampler.seed if sampler is not None else runner.seed
+        if not isinstance(seed, int):
+            seed = 0
+        if _install_sample_seeds(loop.dataloader, seed, get_rank()):
+            self._sample_seed = seed
+        else:
+            runner.logger.warning(
+                'ExactResumeHook: the train data loader has no batch sampler '
+                '(or an iterable dataset); random transforms are not seeded '
+                'per sample.')
+
+    def _check_data(self, runner, loaded: Dict[str, Any]) -> None:
         """The sampler's seed decides the data order: take the checkpoint's
         (the samplers are built with ``randomness.seed`` or, when it is None
         or ``diff_rank_seed`` is set, a fresh random seed)."""
         loader = runner.train_dataloader
         sampler = _seeded_sampler(loader)
         seed = loaded['sampler_seed']
+        saved_bs = loaded.get('batch_size')
+        if isinstance(saved_bs, int) and saved_bs != getattr(
+                loader, 'batch_size', saved_bs):
+            runner.logger.warning(
+                f'ExactResumeHook: the checkpoint was written with '
+                f'{saved_bs} images per batch and process, this run has '
+                f'{loader.batch_size}: the data order and the draws differ '
+                'from the interrupted run; RecursiveMix pastes its saved '
+                f'history of {saved_bs} images as documented (a smaller '
+                'batch takes its first images, a larger one cycles it) and '
+                'RL-Mix refuses the batch (docs/bad_input.md).')
         if sampler is not None and isinstance(
                 seed, int) and sampler.seed != seed:
             runner.logger.warning(
@@ -402,7 +751,7 @@ class ExactResumeHook(Hook):
                 f'is set to the checkpoint\'s, {seed}, so that '
                 'the data order continues.')
             sampler.seed = seed
-        if loader.num_workers > 0:
+        if loader.num_workers > 0 and not self.seed_per_sample:
             runner.logger.info(
                 'ExactResumeHook: random transforms in data-loader workers '
                 '(num_workers > 0) are reseeded, not restored; the data '
@@ -420,6 +769,7 @@ def _partial_epoch(skip: int, restore):
         loop.runner.call_hook('before_train_epoch')
         loop.runner.model.train()
         batches = iter(_skip_first_batches(loop.dataloader, skip))
+        _first_iterator_draws_nothing(loop.dataloader)
         restore()
         for idx, data_batch in enumerate(batches, start=skip):
             loop.run_iter(idx, data_batch)

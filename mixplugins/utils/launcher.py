@@ -19,6 +19,7 @@ import copy
 import datetime
 import os
 import subprocess
+import sys
 from typing import Optional, Type
 
 import torch
@@ -28,7 +29,7 @@ __all__ = [
     'FRAMEWORK_SCOPES', 'framework_of', 'init_framework_scope',
     'apply_framework_defaults',
     'init_cpu_process_group', 'cpu_distributed_runner', 'build_runner',
-    'close_process_group'
+    'close_process_group', 'check_resume_checkpoint'
 ]
 
 #: ``default_scope`` of a config -> the package that implements it.
@@ -87,9 +88,12 @@ def init_framework_scope(cfg) -> str:
     try:
         importlib.import_module(package)
     except ImportError as e:
+        import mixplugins
         raise ImportError(
             f'the config has default_scope={scope!r} but {package!r} cannot '
-            f'be imported ({e}); install it (see tools/install.sh)') from e
+            f'be imported ({e}).{mixplugins._profile_note()} Install the '
+            f'full stack with `{mixplugins.install_command()}` '
+            '(docs/install.md)') from e
     init_default_scope(scope)
     return scope
 
@@ -307,16 +311,117 @@ def build_runner(cfg):
     return runner_cls.from_cfg(cfg)
 
 
+def _gloo_threads() -> list:
+    """Names of this process's native gloo threads (Linux; else [])."""
+    names = []
+    try:
+        for tid in os.listdir('/proc/self/task'):
+            with open(f'/proc/self/task/{tid}/comm') as f:
+                name = f.read().strip()
+            if 'gloo' in name:
+                names.append(name)
+    except OSError:
+        return []
+    return sorted(names)
+
+
 def close_process_group() -> None:
     """Leave the default process group at the end of a run (no-op without
     one).
 
-    All ranks meet at a barrier, then destroy the group. Without it a gloo
-    rank that exits while its peers still use the group can abort at
-    teardown (``terminate called without an active exception``, SIGABRT),
-    and the launcher reports the finished job as failed (seen about once in
-    six 2-process CPU runs; pytorch/pytorch#179291).
+    Call it after the last reference to the runner is gone (``del
+    runner``), as ``tools/train.py`` and ``tools/test.py`` do. It collects
+    garbage, meets the other ranks at a barrier and destroys the group, so
+    that the native gloo threads (``pt_gloo_runloop`` workers,
+    ``gloo_tcp_loop``) are joined while the interpreter is fully alive.
+
+    Why: ``destroy_process_group`` only drops ``torch.distributed``'s own
+    references. The DDP wrapper's reducer (``runner.model``) holds the
+    ``ProcessGroupGloo`` too, so while the runner lives the group and its
+    threads survive ``destroy_process_group`` and are torn down during
+    interpreter finalisation -- where a gloo rank aborts now and then
+    (``terminate called without an active exception``, SIGABRT; about one
+    2-process CPU run in six, pytorch/pytorch#179291), and the launcher
+    reports the finished job as failed. Measured: with the runner alive the
+    3 gloo threads are still running after ``destroy_process_group``; after
+    ``del runner`` they are gone once it returns.
     """
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.barrier()
-        torch_dist.destroy_process_group()
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    import gc
+    gc.collect()  # the runner's reference cycles (hooks <-> runner)
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()
+    gc.collect()
+    left = _gloo_threads()
+    if left:
+        print(f'[mixplugins] warning: gloo threads {left} are still running '
+              'after destroy_process_group (something still holds the '
+              'process group, e.g. a runner or DDP model); the process may '
+              'abort at exit', file=sys.stderr, flush=True)
+
+
+def _checkpoint_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not a complete torch checkpoint, or None.
+
+    Checks the zip container ``torch.save`` writes (its central directory
+    and every member's CRC), without unpickling anything. A legacy
+    (pre-zip) pickle checkpoint is not checked."""
+    import zipfile
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        return str(e)
+    if size == 0:
+        return 'the file is empty'
+    if not zipfile.is_zipfile(path):
+        with open(path, 'rb') as f:
+            if f.read(1) == b'\x80':  # legacy pickle format
+                return None
+        return ('not a complete torch checkpoint (no zip central '
+                'directory: truncated?)')
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except Exception as e:  # noqa: BLE001 (zipfile raises many types)
+        return f'unreadable zip container ({type(e).__name__}: {e})'
+    if bad is not None:
+        return f'corrupted: the CRC of its member {bad!r} does not match'
+    return None
+
+
+def check_resume_checkpoint(path: str) -> None:
+    """Refuse a truncated or corrupted checkpoint given to ``--resume``.
+
+    torch's own error for such a file (``PytorchStreamReader failed reading
+    zip archive``, an unpickling error) comes after the runner is built and
+    names neither the file nor what to do. This check reads the file's zip
+    container (no unpickling) before the runner is built.
+
+    Args:
+        path (str): The checkpoint (a local file; URIs are not checked).
+
+    Raises:
+        ValueError: Naming the file, what is wrong with it and the newest
+            complete ``epoch_N.pth`` / ``iter_N.pth`` next to it (or that
+            there is none).
+    """
+    import re
+    if '://' in path or not os.path.isfile(path):
+        return
+    problem = _checkpoint_problem(path)
+    if problem is None:
+        return
+    dirname = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+    others = sorted(
+        (os.path.join(dirname, n) for n in os.listdir(dirname)
+         if pattern.match(n)
+         and not os.path.samefile(os.path.join(dirname, n), path)),
+        key=lambda p: os.stat(p).st_mtime_ns, reverse=True)
+    previous = next((p for p in others if _checkpoint_problem(p) is None),
+                    None)
+    hint = (f'the newest complete checkpoint there is {previous}: resume '
+            f'with --resume {previous}' if previous else
+            f'there is no complete epoch_*/iter_*.pth in {dirname}')
+    raise ValueError(f'--resume {path}: {problem}; {hint}')
