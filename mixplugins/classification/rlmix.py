@@ -23,7 +23,6 @@ into the reward of the previous step -- the order of the official
 environment, whose reward for step t is computed after step t's backward.
 """
 import importlib
-import math
 from types import ModuleType
 from typing import Optional, Sequence, Tuple
 
@@ -32,8 +31,8 @@ import torch.nn.functional as F
 from mmpretrain.registry import BATCH_AUGMENTS
 from torch import Tensor, nn
 
-from ..core.rmix import (check_grids, grid_masks, mix_by_masks,
-                         sample_rmix_params, saliency_from_grad)
+from ..core.checks import check_grids, check_int, check_number
+from ..core.rmix import RMixParams
 from .rmix import RMix
 
 __all__ = ['RLMix', 'import_rl_agent']
@@ -53,28 +52,6 @@ def import_rl_agent() -> ModuleType:
     except ImportError as e:
         raise ImportError(f'{_EXTRA_HINT} ({e})') from e
     return importlib.import_module(f'{__package__}.rl_agent')
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or \
-            value < minimum:
-        raise ValueError(f'`{name}` must be an int >= {minimum}, got '
-                         f'{value!r}')
-    return value
-
-
-def _check_float(name: str, value: float, low: float, high: float,
-                 low_open: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(
-        value, (int, float)) and math.isfinite(value)
-    if ok:
-        ok = (low < value if low_open else low <= value) and value <= high
-    if not ok:
-        bracket = '(' if low_open else '['
-        closing = ')' if high == math.inf else ']'
-        raise ValueError(f'`{name}` must be a number in {bracket}{low}, '
-                         f'{high}{closing}, got {value!r}')
-    return float(value)
 
 
 @BATCH_AUGMENTS.register_module()
@@ -116,6 +93,12 @@ class RLMix(RMix):
     every step, and when resuming). Under DDP each process has its own agent
     (as the official per-process code).
 
+    RL-Mix runs R-Mix's steps (:meth:`RMix.make_params` and
+    :meth:`RMix.transform`); only the choice of the quantiles differs
+    (:meth:`choose_quantiles`: the agent's action, nothing else is drawn for
+    them). ``last_params`` is an :class:`~mixplugins.core.rmix.RMixParams`
+    whose ``quantiles`` are the agent's levels.
+
     Needs ``model.type='MixImageClassifier'``, which runs the clean pass and
     owns the agent (``rl_agent``).
 
@@ -149,6 +132,13 @@ class RLMix(RMix):
         total_timesteps (int, optional): Iterations over which the agent
             learning rate decays to 0 (official: all training iterations,
             300 x 500). Defaults to None, mmengine's ``max_iters``.
+        saliency_scale (float): Resize factor of the batch for the clean
+            pass, in (0, 1], as :class:`~mixplugins.classification.RMix`'s
+            (not in the paper); ``mix_grids`` and ``agent_grid`` must fit
+            the resized images. The observation and the reward's clean
+            reference are pooled from that saliency; the reward's mixed side
+            is the full-resolution gradient of the training backward, pooled
+            to the same grid. Defaults to 1.0 (official).
     """
 
     #: The name of :attr:`grids` in the constructor (for error messages).
@@ -170,34 +160,32 @@ class RLMix(RMix):
                  gae_lambda: float = 0.95,
                  clip_range: float = 0.2,
                  ent_coef: float = 0.0,
-                 total_timesteps: Optional[int] = None) -> None:
-        try:
-            mix_grids = check_grids(mix_grids)
-        except ValueError as e:
-            raise ValueError(str(e).replace('`grids`', '`mix_grids`')) from e
+                 total_timesteps: Optional[int] = None,
+                 saliency_scale: float = 1.0) -> None:
         super().__init__(
             alpha=alpha,
-            grids=mix_grids,
+            grids=check_grids(mix_grids, 'mix_grids'),
             quantile_levels=quantile_levels,
             partner=partner,
             saliency_bn=saliency_bn,
-            clean_loss_weight=clean_loss_weight)
-        self.agent_grid = _check_int('agent_grid', agent_grid, 4)
-        self.n_steps = _check_int('n_steps', n_steps, 2)
-        self.batch_size = _check_int('batch_size', batch_size, 2)
+            clean_loss_weight=clean_loss_weight,
+            saliency_scale=saliency_scale)
+        self.agent_grid = check_int('agent_grid', agent_grid, 4)
+        self.n_steps = check_int('n_steps', n_steps, 2)
+        self.batch_size = check_int('batch_size', batch_size, 2)
         if self.batch_size > self.n_steps:
             raise ValueError(f'`batch_size` (PPO minibatch, {batch_size}) '
                              f'must be <= `n_steps` ({n_steps})')
-        self.n_epochs = _check_int('n_epochs', n_epochs, 1)
-        self.agent_lr = _check_float('agent_lr', agent_lr, 0.0, float('inf'),
+        self.n_epochs = check_int('n_epochs', n_epochs, 1)
+        self.agent_lr = check_number('agent_lr', agent_lr, 0.0,
                                      low_open=True)
-        self.gamma = _check_float('gamma', gamma, 0.0, 1.0)
-        self.gae_lambda = _check_float('gae_lambda', gae_lambda, 0.0, 1.0)
-        self.clip_range = _check_float('clip_range', clip_range, 0.0,
-                                       float('inf'), low_open=True)
-        self.ent_coef = _check_float('ent_coef', ent_coef, 0.0, float('inf'))
+        self.gamma = check_number('gamma', gamma, 0.0, 1.0)
+        self.gae_lambda = check_number('gae_lambda', gae_lambda, 0.0, 1.0)
+        self.clip_range = check_number('clip_range', clip_range, 0.0,
+                                       low_open=True)
+        self.ent_coef = check_number('ent_coef', ent_coef, 0.0)
         if total_timesteps is not None:
-            _check_int('total_timesteps', total_timesteps, 1)
+            check_int('total_timesteps', total_timesteps, 1)
         self.total_timesteps = total_timesteps
         # Fails here, at build time, when stable-baselines3 is missing.
         import_rl_agent()
@@ -222,25 +210,6 @@ class RLMix(RMix):
             ent_coef=self.ent_coef,
             total_timesteps=self.total_timesteps)
 
-    def clean_pass(self, inputs: Tensor,
-                   labels: Tensor) -> Tuple[Tensor, Tensor]:
-        """Run the clean pass on the bound model.
-
-        Returns:
-            tuple[Tensor, Tensor]: The saliency (B, H, W) and the detached
-            clean logits (B, K).
-        """
-        model = self.model
-        x = inputs.detach().requires_grad_(True)
-        with torch.enable_grad(), model.bn_mode(self.saliency_bn):
-            logits = model(x, mode='tensor')
-            loss = F.cross_entropy(logits.float(), labels)
-            keep_graph = self.clean_loss_weight > 0
-            (grad, ) = torch.autograd.grad(loss, x, retain_graph=keep_graph)
-        if keep_graph:
-            model.add_step_loss('loss_clean', self.clean_loss_weight * loss)
-        return saliency_from_grad(grad), logits.detach()
-
     def observe(self, saliency: Tensor) -> Tuple[Tensor, Tensor]:
         """The agent-grid saliency (B, G, G) in float32: normalised to sum 1
         per image (the observation; an all-zero map stays zero) and as is
@@ -250,43 +219,39 @@ class RLMix(RMix):
         total = cells.sum((1, 2), keepdim=True)
         return cells / total.clamp_min(torch.finfo(cells.dtype).tiny), cells
 
-    def __call__(self, batch_inputs: Tensor,
-                 batch_scores: Tensor) -> Tuple[Tensor, Tensor]:
-        """Mix a batch with the agent's quantile levels.
-
-        Args:
-            batch_inputs (Tensor): Normalised images (B, C, H, W).
-            batch_scores (Tensor): One-hot (or soft) scores (B, K); the
-                clean pass uses their argmax as the label.
-
-        Returns:
-            tuple[Tensor, Tensor]: The mixed images -- a leaf tensor that
-            requires grad, so that the training backward gives the reward's
-            gradient -- and the mixed scores.
-        """
-        self._check_batch(batch_inputs, batch_scores)
+    @property
+    def agent(self) -> nn.Module:
+        """The PPO agent, owned by the bound classifier (``rl_agent``)."""
         agent = getattr(self.model, 'rl_agent', None)
         if agent is None:
             raise RuntimeError(
                 'RLMix needs the agent owned by MixImageClassifier '
                 '(`rl_agent`); build the model with this augment in '
                 '`train_cfg.augments`')
-        scores = batch_scores.float()
-        saliency, logits = self.clean_pass(batch_inputs, scores.argmax(1))
-        observation, cells = self.observe(saliency)
-        actions = agent.step(observation, logits)
+        return agent
+
+    def _check_batch(self, batch_inputs: Tensor, batch_scores: Tensor) -> None:
+        super()._check_batch(batch_inputs, batch_scores)
+        self._check_grid('agent_grid', (self.agent_grid, ), batch_inputs)
+        self.agent  # noqa: B018  (raises before the clean pass)
+
+    def choose_quantiles(self, saliency: Tensor, logits: Tensor) -> Tensor:
+        """The agent's quantile level for every image, from the observed
+        saliency and the clean logits."""
+        observation, _ = self.observe(saliency)
+        actions = self.agent.step(observation, logits)
         levels = torch.tensor(self.quantile_levels, dtype=torch.float32,
-                              device=batch_inputs.device)
-        params = sample_rmix_params(
-            batch_inputs.shape[0],
-            alpha=self.alpha,
-            grids=self.grids,
-            quantile_levels=self.quantile_levels,
-            partner=self.partner,
-            device=batch_inputs.device)
-        masks = grid_masks(saliency, params.grid, levels[actions])
-        mixed, targets = mix_by_masks(batch_inputs, scores, masks,
-                                      params.index, params.lam)
+                              device=saliency.device)
+        return levels[actions]
+
+    def transform(self, inputs: Tensor, scores: Tensor,
+                  params: RMixParams) -> Tuple[Tensor, Tensor]:
+        """R-Mix's mix; the mixed images come back as a leaf tensor that
+        requires grad, so that the training backward gives the reward's
+        gradient, and are handed to the agent with the reward's reference
+        (the clean saliency on the agent grid)."""
+        mixed, targets = super().transform(inputs, scores, params)
         mixed = mixed.detach().requires_grad_(True)
-        agent.record_mixed(mixed, cells)
+        _, cells = self.observe(params.saliency)
+        self.agent.record_mixed(mixed, cells)
         return mixed, targets

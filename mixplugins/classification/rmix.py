@@ -5,23 +5,43 @@ Thresholding <https://arxiv.org/abs/2212.04875>`_ (Luu et al., AAAI'23
 Practical-DL workshop); official code:
 https://github.com/minhlong94/Random-Mixup.
 """
-import math
-from typing import Optional, Sequence, Tuple
+import contextlib
+import functools
+from typing import Iterator, Optional, Sequence, Tuple
 
-import torch
-import torch.nn.functional as F
 from mmpretrain.registry import BATCH_AUGMENTS
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..core.rmix import (check_grids, check_quantile_levels, grid_masks,
-                         mix_by_masks, sample_rmix_params, saliency_from_grad)
-from ..core.sampling import check_positive
+from ..core.checks import (check_choice, check_grids, check_number,
+                           check_quantile_levels)
+from ..core.rmix import (PARTNERS, RMixParams, cell_masks, input_saliency,
+                         mix_by_masks, saliency_size, sample_rmix_params,
+                         upsample_masks)
+from ..engine.finite import check_finite_batch
 from .base import ModelBoundAugment
 
 __all__ = ['RMix']
 
 SALIENCY_BN_MODES = ('train', 'eval')
-PARTNERS = ('randperm', 'flip')
+
+
+@contextlib.contextmanager
+def _keep_running_stats(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm layers of ``model`` normalise with the batch
+    statistics inside the block but leave their running statistics (and
+    ``num_batches_tracked``) unchanged: ``track_running_stats`` is off."""
+    switched = [
+        m for m in model.modules()
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+    ]
+    for m in switched:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.track_running_stats = True
 
 
 @BATCH_AUGMENTS.register_module()
@@ -38,7 +58,30 @@ class RMix(ModelBoundAugment):
     \alpha)`, elsewhere the salient image wins; labels are mixed by area
     (see :func:`mixplugins.core.rmix.mix_by_masks`).
 
+    Each call draws (:meth:`make_params`: the clean pass, the grid, the
+    quantiles, the partners, :math:`\lambda` and the cell masks) and then
+    applies (:meth:`transform`: :func:`~mixplugins.core.rmix.mix_by_masks`),
+    and keeps what it drew as ``last_params``
+    (:class:`~mixplugins.core.rmix.RMixParams`, with the saliency and the
+    cell masks).
+
     Needs ``model.type='MixImageClassifier'``, which runs the clean pass.
+
+    ``saliency_scale < 1`` is an option beyond the paper: the clean pass
+    runs on the batch resized by that factor (bilinear, antialiased), the
+    saliency (kept in ``last_params`` at that resolution) is pooled to the
+    grid as before, and the masks mix the images at full resolution. The
+    clean pass costs about ``saliency_scale ** 2`` of the full one, but a
+    network trained at one scale finds other cells salient in the smaller
+    images, so the masks move (step time and mask agreement are measured in
+    ``benchmarks/rmix_saliency.py``; see the README). Train-mode BatchNorm then
+    normalises the resized batch with its own statistics but does not
+    update the running statistics with them (they stay those of the
+    full-resolution batches that are validated on); the clean loss
+    (``clean_loss_weight > 0``) would train on resized images, so that
+    combination is refused. Under float16 autocast the
+    clean pass scales its loss (see
+    :func:`~mixplugins.core.rmix.input_saliency`).
 
     Args:
         alpha (float): Beta concentration of :math:`\lambda`. Official:
@@ -60,6 +103,11 @@ class RMix(ModelBoundAugment):
             pass added to the training loss (logged as ``loss_clean``; one
             backward for both terms). Official: 0 on CIFAR (the clean
             gradient is discarded), 1 on ImageNet. Defaults to 0.0.
+        saliency_scale (float): Resize factor of the batch for the clean
+            pass, in (0, 1]; the grids must fit the resized images; < 1
+            needs ``clean_loss_weight=0``. 1.0 is the official algorithm;
+            0.5 makes R-Mix's step cost close to CutMix's (not in the
+            paper). Defaults to 1.0.
     """
 
     #: The name of :attr:`grids` in the constructor (for error messages).
@@ -71,28 +119,25 @@ class RMix(ModelBoundAugment):
                  quantile_levels: Optional[Sequence[float]] = None,
                  partner: str = 'randperm',
                  saliency_bn: str = 'train',
-                 clean_loss_weight: float = 0.0) -> None:
+                 clean_loss_weight: float = 0.0,
+                 saliency_scale: float = 1.0) -> None:
         super().__init__()
-        self.alpha = check_positive('alpha', alpha)
-        if not math.isfinite(self.alpha):
-            raise ValueError(f'`alpha` must be a finite number > 0, got '
-                             f'{alpha!r}')
-        self.grids = check_grids(grids)
+        self.alpha = check_number('alpha', alpha, 0.0, low_open=True)
+        self.grids = check_grids(grids, self._grids_arg)
         self.quantile_levels = check_quantile_levels(quantile_levels)
-        if partner not in PARTNERS:
-            raise ValueError(f'`partner` must be one of {PARTNERS}, got '
-                             f'{partner!r}')
-        self.partner = partner
-        if saliency_bn not in SALIENCY_BN_MODES:
-            raise ValueError(f'`saliency_bn` must be one of '
-                             f'{SALIENCY_BN_MODES}, got {saliency_bn!r}')
-        self.saliency_bn = saliency_bn
-        is_number = not isinstance(clean_loss_weight, bool) and isinstance(
-            clean_loss_weight, (int, float))
-        if not (is_number and 0 <= clean_loss_weight < math.inf):
-            raise ValueError('`clean_loss_weight` must be a finite number >= '
-                             f'0, got {clean_loss_weight!r}')
-        self.clean_loss_weight = float(clean_loss_weight)
+        self.partner = check_choice('partner', partner, PARTNERS)
+        self.saliency_bn = check_choice('saliency_bn', saliency_bn,
+                                        SALIENCY_BN_MODES)
+        self.clean_loss_weight = check_number('clean_loss_weight',
+                                              clean_loss_weight, 0.0)
+        self.saliency_scale = check_number('saliency_scale', saliency_scale,
+                                           0.0, 1.0, low_open=True)
+        if self.saliency_scale < 1 and self.clean_loss_weight > 0:
+            raise ValueError(
+                f'`saliency_scale` ({saliency_scale}) < 1 needs '
+                f'`clean_loss_weight` = 0, got {clean_loss_weight}: the '
+                'clean loss would train on the resized images')
+        self.last_params: Optional[RMixParams] = None
 
     def _check_batch(self, batch_inputs: Tensor, batch_scores: Tensor) -> None:
         """Refuse a batch the augment cannot mix, before any work.
@@ -103,36 +148,104 @@ class RMix(ModelBoundAugment):
         Raises:
             ValueError: ``batch_inputs`` is not (B, C, H, W),
                 ``batch_scores`` is not (B, K), or a grid of ``grids`` is
-                larger than the image (``min(H, W)``).
+                larger than the images of the clean pass (``min(H, W)``,
+                times ``saliency_scale``).
         """
         name = type(self).__name__
         if not isinstance(batch_inputs, Tensor) or batch_inputs.dim() != 4:
             raise ValueError(f'{name} expects images of shape (B, C, H, W), '
                              f'got {getattr(batch_inputs, "shape", None)}')
+        check_finite_batch(name, batch_inputs)
         if not isinstance(batch_scores, Tensor) or batch_scores.dim(
         ) != 2 or batch_scores.shape[0] != batch_inputs.shape[0]:
             raise ValueError(
                 f'{name} expects one-hot scores of shape (B, K) with '
                 f'B = {batch_inputs.shape[0]} images, got '
                 f'{tuple(getattr(batch_scores, "shape", ()))}')
-        side = min(batch_inputs.shape[-2:])
-        if max(self.grids) > side:
-            raise ValueError(
-                f'`{self._grids_arg}` {self.grids} must be <= min(H, W) = '
-                f'{side} of the images ({tuple(batch_inputs.shape[-2:])})')
+        self._check_grid(self._grids_arg, self.grids, batch_inputs)
 
-    def saliency(self, inputs: Tensor, labels: Tensor) -> Tensor:
-        """Run the clean pass on the bound model; return (B, H, W)."""
+    def _check_grid(self, name: str, grids: Sequence[int],
+                    batch_inputs: Tensor) -> None:
+        """Refuse ``grids`` larger than the clean pass's images."""
+        size = tuple(batch_inputs.shape[-2:])
+        if self.saliency_scale == 1:
+            side, where = min(size), f'min(H, W) = {min(size)} of the images'
+        else:
+            side = min(saliency_size(*size, self.saliency_scale))
+            where = (f'min(h, w) = {side} of the clean pass (the images '
+                     f'resized by saliency_scale={self.saliency_scale:g})')
+        if max(grids) > side:
+            raise ValueError(f'`{name}` {tuple(grids)} must be <= {where} '
+                             f'({size})')
+
+    def clean_pass(self, inputs: Tensor,
+                   labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """The clean pass on the bound model:
+        :func:`~mixplugins.core.rmix.input_saliency` on the batch resized by
+        ``saliency_scale``, with BatchNorm in the ``saliency_bn`` mode; adds
+        ``loss_clean`` to the step's losses when ``clean_loss_weight > 0``.
+
+        Returns:
+            tuple[Tensor, Tensor]: The saliency (B, h, w), ``(h, w)`` the
+            images' (H, W) times ``saliency_scale``
+            (:func:`~mixplugins.core.rmix.saliency_size`), and the detached
+            clean logits (B, K).
+        """
         model = self.model
-        x = inputs.detach().requires_grad_(True)
-        with torch.enable_grad(), model.bn_mode(self.saliency_bn):
-            logits = model(x, mode='tensor')
-            loss = F.cross_entropy(logits.float(), labels)
-            keep_graph = self.clean_loss_weight > 0
-            (grad, ) = torch.autograd.grad(loss, x, retain_graph=keep_graph)
-        if keep_graph:
-            model.add_step_loss('loss_clean', self.clean_loss_weight * loss)
-        return saliency_from_grad(grad)
+        keep_loss = self.clean_loss_weight > 0
+        # The running statistics describe full-resolution images (the ones
+        # validated on): a resized clean pass does not update them.
+        resized = self.saliency_scale < 1
+        with model.bn_mode(self.saliency_bn), (
+                _keep_running_stats(model)
+                if resized else contextlib.nullcontext()):
+            out = input_saliency(
+                functools.partial(model, mode='tensor'),
+                inputs,
+                labels,
+                scale_factor=self.saliency_scale,
+                return_logits=True,
+                return_loss=keep_loss)
+        if keep_loss:
+            model.add_step_loss('loss_clean', self.clean_loss_weight * out[2])
+        return out[0], out[1]
+
+    def choose_quantiles(self, saliency: Tensor,
+                         logits: Tensor) -> Optional[Tensor]:
+        """Per-image quantile levels chosen from the clean pass; None (R-Mix)
+        lets :func:`~mixplugins.core.rmix.sample_rmix_params` draw them
+        uniformly from ``quantile_levels``."""
+        return None
+
+    def make_params(self, inputs: Tensor, scores: Tensor) -> RMixParams:
+        r"""Draw one step: the clean pass (saliency), then grid, quantiles,
+        partners and :math:`\lambda`, then the cell masks.
+
+        Args:
+            inputs (Tensor): Normalised images (B, C, H, W).
+            scores (Tensor): Float scores (B, K); their argmax is the label.
+
+        Returns:
+            RMixParams: The record, with ``saliency`` and ``masks`` set.
+        """
+        saliency, logits = self.clean_pass(inputs, scores.argmax(1))
+        params = sample_rmix_params(
+            inputs.shape[0],
+            alpha=self.alpha,
+            grids=self.grids,
+            quantile_levels=self.quantile_levels,
+            partner=self.partner,
+            quantiles=self.choose_quantiles(saliency, logits),
+            device=inputs.device)
+        masks = cell_masks(saliency, params.grid, params.quantiles)
+        return params._replace(saliency=saliency, masks=masks)
+
+    def transform(self, inputs: Tensor, scores: Tensor,
+                  params: RMixParams) -> Tuple[Tensor, Tensor]:
+        """Apply drawn parameters: :func:`~mixplugins.core.rmix.mix_by_masks`
+        with the cell masks upsampled to the images."""
+        masks = upsample_masks(params.masks, *inputs.shape[-2:])
+        return mix_by_masks(inputs, scores, masks, params.index, params.lam)
 
     def __call__(self, batch_inputs: Tensor,
                  batch_scores: Tensor) -> Tuple[Tensor, Tensor]:
@@ -148,14 +261,5 @@ class RMix(ModelBoundAugment):
         """
         self._check_batch(batch_inputs, batch_scores)
         scores = batch_scores.float()
-        saliency = self.saliency(batch_inputs, scores.argmax(1))
-        params = sample_rmix_params(
-            batch_inputs.shape[0],
-            alpha=self.alpha,
-            grids=self.grids,
-            quantile_levels=self.quantile_levels,
-            partner=self.partner,
-            device=batch_inputs.device)
-        masks = grid_masks(saliency, params.grid, params.quantiles)
-        return mix_by_masks(batch_inputs, scores, masks, params.index,
-                            params.lam)
+        params = self.last_params = self.make_params(batch_inputs, scores)
+        return self.transform(batch_inputs, scores, params)

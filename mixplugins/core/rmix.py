@@ -16,34 +16,35 @@ One R-Mix step (``../shared/reference/rmix_spec.md`` §1):
    disagree the salient one is copied; labels are mixed by pixel area.
 
 :func:`sample_rmix_params` draws ``grid``, ``quantiles``, ``index`` and
-``lam`` with the official defaults. The kernels are stateless, vectorised
+``lam`` with the official defaults; :class:`RMixParams` is the record of
+one step (what was drawn, the saliency and the cell masks), which the
+augments keep as ``last_params``. The kernels are stateless, vectorised
 over the batch and keep the input's device and dtype.
 """
+import math
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sampling import check_positive, sample_beta, sample_choice
+from .checks import (DEFAULT_QUANTILE_LEVELS, check_grids, check_images,
+                     check_choice, check_int, check_number, check_positive,
+                     check_quantile_levels)
+from .sampling import sample_beta, sample_choice
 
 __all__ = [
-    'input_saliency', 'saliency_from_grad', 'grid_masks', 'mix_by_masks',
-    'RMixParams', 'sample_rmix_params', 'DEFAULT_QUANTILE_LEVELS',
+    'input_saliency', 'saliency_from_grad', 'saliency_size', 'cell_masks',
+    'upsample_masks', 'FP16_LOSS_SCALES', 'grid_masks', 'mix_by_masks',
+    'RMixParams', 'sample_rmix_params', 'DEFAULT_QUANTILE_LEVELS', 'PARTNERS',
     'check_quantile_levels', 'check_grids'
 ]
 
-#: The official quantile levels ``linspace(0, 0.99, 10)`` (``num_action=10``).
-DEFAULT_QUANTILE_LEVELS: Tuple[float, ...] = tuple(
-    round(0.99 * i / 9, 10) for i in range(10))
-
 Lam = Union[float, Tensor]
 
-
-def _check_images(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f'`{name}` must be a (B, C, H, W) tensor, got {shape}')
+#: How an image's partner is chosen: ``randperm(B)`` (CIFAR) or the flip
+#: ``B-1, ..., 0`` (ImageNet).
+PARTNERS = ('randperm', 'flip')
 
 
 def _check_lam(lam: Lam) -> None:
@@ -71,16 +72,81 @@ def saliency_from_grad(grad: Tensor) -> Tensor:
     Returns:
         Tensor: Saliency of shape (B, H, W).
     """
-    _check_images('grad', grad)
+    check_images('grad', grad)
     return grad.float().square().mean(1).sqrt().to(grad.dtype)
+
+
+#: Loss scales of the clean pass when it runs in float16 (autocast or a
+#: half model), tried in this order until the input gradient is finite:
+#: ``torch.amp.GradScaler``'s initial scale, then 2**8 times smaller each
+#: time. See :func:`input_saliency`.
+FP16_LOSS_SCALES = (2.0**16, 2.0**8, 1.0, 2.0**-8)
+
+
+def saliency_size(height: int, width: int,
+                  scale_factor: float) -> Tuple[int, int]:
+    """Size ``(h, w)`` of the clean pass on (H, W) images resized by
+    ``scale_factor``: ``H * scale_factor`` and ``W * scale_factor`` rounded
+    to the nearest integer (halves up), at least 1.
+
+    Args:
+        height (int): H.
+        width (int): W.
+        scale_factor (float): In (0, 1].
+
+    Returns:
+        tuple[int, int]: ``(h, w)``; ``(H, W)`` for ``scale_factor = 1``.
+    """
+    check_number('scale_factor', scale_factor, 0.0, 1.0, low_open=True)
+    return (max(1, math.floor(height * scale_factor + 0.5)),
+            max(1, math.floor(width * scale_factor + 0.5)))
+
+
+def _uses_float16(inputs: Tensor, logits: Tensor) -> bool:
+    """Whether the clean pass ran (partly) in float16, whose range flushes
+    small gradients to 0: float16 inputs or logits, or float16 autocast on
+    the inputs' device."""
+    if torch.float16 in (inputs.dtype, logits.dtype):
+        return True
+    device = inputs.device.type
+    return (torch.is_autocast_enabled(device)
+            and torch.get_autocast_dtype(device) == torch.float16)
+
+
+def _input_grad(loss: Tensor, x: Tensor, loss_scales: Sequence[float],
+                retain_graph: bool) -> Tensor:
+    """``d loss / d x`` in float32, back-propagated from ``loss * s`` for
+    the first ``s`` of ``loss_scales`` that gives a finite gradient, then
+    divided by ``s`` (a power of two: exact). Non-finite entries that remain
+    after the last scale (or a non-finite loss) are left to the caller."""
+    grad = None
+    for i, s in enumerate(loss_scales):
+        last = i == len(loss_scales) - 1
+        (grad, ) = torch.autograd.grad(
+            loss,
+            x,
+            grad_outputs=None if s == 1 else torch.full_like(loss, s),
+            retain_graph=retain_graph or not last)
+        grad = grad.float()
+        if s != 1:
+            grad = grad / s
+        # The checks synchronise with the device; they run only when a
+        # retry is possible (float16), as GradScaler's overflow check.
+        if last or bool(torch.isfinite(grad).all()):
+            break
+        if not bool(torch.isfinite(loss)):
+            break  # no scale helps a non-finite loss
+    return grad
 
 
 def input_saliency(forward: Callable[[Tensor], Tensor],
                    inputs: Tensor,
                    labels: Tensor,
                    *,
-                   return_logits: bool = False
-                   ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                   scale_factor: float = 1.0,
+                   return_logits: bool = False,
+                   return_loss: bool = False
+                   ) -> Union[Tensor, Tuple[Tensor, ...]]:
     r"""Saliency of each pixel: the input gradient of the clean-batch loss.
 
     :math:`L = \frac{1}{B}\sum_b \mathrm{CE}(f(x)_b, y_b)` and the saliency is
@@ -91,19 +157,57 @@ def input_saliency(forward: Callable[[Tensor], Tensor],
     full ``loss.backward()`` and discards the parameter gradients; the
     saliency is the same, the weight-gradient kernels are skipped.
 
+    This is the clean pass that :class:`~mixplugins.classification.RMix`
+    and :class:`~mixplugins.classification.RLMix` run.
+
+    Note:
+        **float16.** When the pass runs in float16 (``torch.autocast`` with
+        ``dtype=torch.float16``, float16 inputs or a float16 model), the
+        per-pixel gradients of a mean loss are small enough to underflow in
+        the float16 backward (most pixels exactly 0 on a network whose
+        logits are still near uniform). The gradient is then taken of the
+        loss scaled by a power of two and divided by it in float32 (as the
+        official ImageNet code's apex loss scale), dynamically: the scales of
+        :data:`FP16_LOSS_SCALES` (2**16, 2**8, 1, 2**-8) are tried in turn
+        until the gradient is finite (the forward runs once; a retry is one
+        more backward). This check synchronises with the device once per
+        call, in float16 only. float32 and bfloat16 (float32's exponent
+        range) take the gradient unscaled, without a synchronisation.
+        Gradient entries that are still non-finite (a diverged model) count
+        as saliency 0, so no NaN or inf reaches the masks.
+
+        **scale_factor < 1** (an option beyond the paper): the pass runs on
+        the images resized to :func:`saliency_size` (bilinear, antialiased,
+        computed in float32), and the saliency has that size. The pass costs
+        about ``scale_factor ** 2`` of the full one, but it is the saliency
+        of smaller images, which a network trained at one scale treats
+        differently: the masks move (measured in
+        ``benchmarks/rmix_saliency.py``).
+
     Args:
         forward (Callable[[Tensor], Tensor]): Maps inputs (B, C, H, W) to
             logits (B, K). Its mode (train/eval BN) is the caller's choice.
         inputs (Tensor): Normalised images of shape (B, C, H, W).
         labels (Tensor): Integer class indices of shape (B,).
+        scale_factor (float): Resize factor of the images for the pass, in
+            (0, 1]; 1 runs on the images as they are (the official
+            algorithm). Defaults to 1.0.
         return_logits (bool): Also return the (detached) clean logits, e.g.
             for RL-Mix's observation. Defaults to False.
+        return_loss (bool): Also return the clean loss, still attached to
+            the graph (which is then kept), e.g. to add it to the training
+            loss (R-Mix's ``clean_loss_weight``); it is never scaled.
+            Defaults to False.
 
     Returns:
-        Tensor | tuple[Tensor, Tensor]: Saliency (B, H, W) in ``inputs``'
-        dtype, and the logits (B, K) if ``return_logits``.
+        Tensor | tuple[Tensor, ...]: Saliency (B, h, w), finite and
+        non-negative, with ``(h, w) = saliency_size(H, W, scale_factor)``,
+        in ``inputs``' dtype (float32 for float16 inputs, whose range would
+        flush it to 0); with ``return_logits`` and/or ``return_loss`` a
+        tuple ``(saliency[, logits][, loss])``: logits (B, K), loss a
+        float32 scalar.
     """
-    _check_images('inputs', inputs)
+    check_images('inputs', inputs)
     if (not isinstance(labels, Tensor) or labels.dim() != 1
             or labels.dtype.is_floating_point or labels.dtype == torch.bool):
         raise ValueError('`labels` must be an integer tensor of shape (B,), '
@@ -111,15 +215,30 @@ def input_saliency(forward: Callable[[Tensor], Tensor],
     if labels.shape[0] != inputs.shape[0]:
         raise ValueError(f'`labels` has {labels.shape[0]} entries but '
                          f'`inputs` has batch size {inputs.shape[0]}')
-    x = inputs.detach().requires_grad_(True)
+    size = saliency_size(*inputs.shape[-2:], scale_factor)
+    x = inputs.detach()
+    if size != tuple(x.shape[-2:]):
+        # Antialiased bilinear has no half-precision CPU kernel; float32 is
+        # also what autocast runs ``interpolate`` in.
+        x = F.interpolate(x.float(),
+                          size=size,
+                          mode='bilinear',
+                          align_corners=False,
+                          antialias=True).to(x.dtype)
+    x.requires_grad_(True)
     with torch.enable_grad():
         logits = forward(x)
         loss = F.cross_entropy(logits.float(), labels)
-        (grad, ) = torch.autograd.grad(loss, x)
-    saliency = saliency_from_grad(grad)
+        scales = FP16_LOSS_SCALES if _uses_float16(x, logits) else (1.0, )
+        grad = _input_grad(loss, x, scales, return_loss)
+    dtype = torch.float32 if inputs.dtype == torch.float16 else inputs.dtype
+    saliency = saliency_from_grad(grad).nan_to_num_(0.0, 0.0, 0.0)
+    out = (saliency.to(dtype), )
     if return_logits:
-        return saliency, logits.detach()
-    return saliency
+        out += (logits.detach(), )
+    if return_loss:
+        out += (loss, )
+    return out if len(out) > 1 else out[0]
 
 
 def _rowwise_quantile(values: Tensor, q: Tensor) -> Tensor:
@@ -145,35 +264,7 @@ def _rowwise_quantile(values: Tensor, q: Tensor) -> Tensor:
     return torch.lerp(lo, hi, ranks - below)
 
 
-def grid_masks(saliency: Tensor, grid: int, quantiles: Tensor) -> Tensor:
-    """Binary masks of the salient cells of a ``grid x grid`` grid.
-
-    Each map is average-pooled to ``grid x grid`` cells
-    (:func:`~torch.nn.functional.adaptive_avg_pool2d`, so H and W need not be
-    divisible by ``grid``); image b keeps the cells whose value is at or above
-    the ``quantiles[b]`` quantile of its own cells (linear interpolation, as
-    :func:`torch.quantile`, in float32 -- the official code computes a B x B
-    quantile matrix and keeps its diagonal; this is the same values per row).
-    ``q = 0`` keeps every cell; about ``1 - q`` of the cells are kept (ties
-    can add cells). The cell mask is nearest-upsampled to (H, W): pixel row
-    ``i`` belongs to cell row ``i * grid // H``.
-
-    Args:
-        saliency (Tensor): Saliency maps of shape (B, H, W).
-        grid (int): Cells per side, ``1 <= grid <= min(H, W)``.
-        quantiles (Tensor): Per-image quantile levels in [0, 1], shape (B,).
-
-    Returns:
-        Tensor: Bool masks of shape (B, 1, H, W), True on salient cells.
-    """
-    if not isinstance(saliency, Tensor) or saliency.dim() != 3:
-        raise ValueError('`saliency` must be a (B, H, W) tensor, got '
-                         f'{getattr(saliency, "shape", saliency)!r}')
-    b, h, w = saliency.shape
-    if isinstance(grid, bool) or not isinstance(grid, int) or not (
-            1 <= grid <= min(h, w)):
-        raise ValueError(f'`grid` must be an int in [1, min(H, W)={min(h, w)}]'
-                         f', got {grid!r}')
+def _check_quantiles(quantiles: Tensor, b: int) -> Tensor:
     quantiles = torch.as_tensor(quantiles)
     if quantiles.shape != (b, ):
         raise ValueError(f'`quantiles` must have shape ({b},) (one level per '
@@ -183,13 +274,42 @@ def grid_masks(saliency: Tensor, grid: int, quantiles: Tensor) -> Tensor:
         if not (float(low) >= 0 and float(high) <= 1):  # NaN fails too
             raise ValueError('`quantiles` must lie in [0, 1], got '
                              f'{quantiles.tolist()}')
+    return quantiles
+
+
+def cell_masks(saliency: Tensor, grid: int, quantiles: Tensor) -> Tensor:
+    """The salient cells of a ``grid x grid`` grid, one mask per image.
+
+    Each map is average-pooled to ``grid x grid`` cells
+    (:func:`~torch.nn.functional.adaptive_avg_pool2d`, so H and W need not be
+    divisible by ``grid``); image b keeps the cells whose value is at or above
+    the ``quantiles[b]`` quantile of its own cells (linear interpolation, as
+    :func:`torch.quantile`, in float32 -- the official code computes a B x B
+    quantile matrix and keeps its diagonal; this is the same values per row).
+    ``q = 0`` keeps every cell; about ``1 - q`` of the cells are kept (ties
+    can add cells).
+
+    Args:
+        saliency (Tensor): Saliency maps of shape (B, H, W).
+        grid (int): Cells per side, ``1 <= grid <= min(H, W)``.
+        quantiles (Tensor): Per-image quantile levels in [0, 1], shape (B,).
+
+    Returns:
+        Tensor: Bool cell masks of shape (B, grid, grid), True on salient
+        cells.
+    """
+    if not isinstance(saliency, Tensor) or saliency.dim() != 3:
+        raise ValueError('`saliency` must be a (B, H, W) tensor, got '
+                         f'{getattr(saliency, "shape", saliency)!r}')
+    b, h, w = saliency.shape
+    check_int('grid', grid, 1, min(h, w))
+    quantiles = _check_quantiles(quantiles, b)
     saliency = saliency.float()
-    divisible = h % grid == 0 and w % grid == 0
-    kh, kw = h // grid, w // grid
-    if divisible:
+    if h % grid == 0 and w % grid == 0:
         # Block means (the bins of adaptive pooling when ``grid`` divides H
         # and W): sums over the rows of each block, which reads the map once
         # with contiguous row adds, then over its columns, / (kh * kw).
+        kh, kw = h // grid, w // grid
         cells = saliency.reshape(b, grid, kh, w).sum(2)
         cells = cells.view(b, grid * grid, kw).sum(2).div_(kh * kw)
     else:
@@ -197,16 +317,58 @@ def grid_masks(saliency: Tensor, grid: int, quantiles: Tensor) -> Tensor:
     q = quantiles.to(device=cells.device, dtype=torch.float32,
                      non_blocking=True)
     keep = cells >= _rowwise_quantile(cells, q)[:, None]
-    if divisible:
+    return keep.view(b, grid, grid)
+
+
+def upsample_masks(masks: Tensor, height: int, width: int) -> Tensor:
+    """Nearest-upsample (B, g, g) cell masks to (B, 1, H, W) pixel masks.
+
+    Pixel row ``i`` belongs to cell row ``i * g // H`` (and likewise for
+    columns), so H and W need not be divisible by ``g``.
+
+    Args:
+        masks (Tensor): Bool cell masks (B, g, g) from :func:`cell_masks`.
+        height (int): H, >= g.
+        width (int): W, >= g.
+
+    Returns:
+        Tensor: Bool masks of shape (B, 1, H, W).
+    """
+    if not isinstance(masks, Tensor) or masks.dim() != 3 or \
+            masks.shape[1] != masks.shape[2]:
+        raise ValueError('`masks` must be a (B, g, g) tensor, got '
+                         f'{getattr(masks, "shape", masks)!r}')
+    b, grid = masks.shape[:2]
+    check_int('height', height, grid)
+    check_int('width', width, grid)
+    if height % grid == 0 and width % grid == 0:
         # Nearest upsampling by (kh, kw) as two broadcast copies: every
         # cell repeated kw times along its row, then every row kh times.
-        rows = keep.view(b, grid, grid, 1).expand(b, grid, grid, kw)
-        rows = rows.reshape(b, grid, 1, w).expand(b, grid, kh, w)
-        return rows.reshape(b, 1, h, w)
-    keep = keep.view(b, 1, grid, grid)
-    rows = torch.arange(h, device=keep.device) * grid // h
-    cols = torch.arange(w, device=keep.device) * grid // w
-    return keep[:, :, rows][:, :, :, cols]
+        kh, kw = height // grid, width // grid
+        rows = masks.reshape(b, grid, grid, 1).expand(b, grid, grid, kw)
+        rows = rows.reshape(b, grid, 1, width).expand(b, grid, kh, width)
+        return rows.reshape(b, 1, height, width)
+    rows = torch.arange(height, device=masks.device) * grid // height
+    cols = torch.arange(width, device=masks.device) * grid // width
+    return masks[:, None][:, :, rows][:, :, :, cols]
+
+
+def grid_masks(saliency: Tensor, grid: int, quantiles: Tensor) -> Tensor:
+    """Pixel masks of the salient cells of a ``grid x grid`` grid.
+
+    :func:`cell_masks` followed by :func:`upsample_masks` to the saliency's
+    (H, W).
+
+    Args:
+        saliency (Tensor): Saliency maps of shape (B, H, W).
+        grid (int): Cells per side, ``1 <= grid <= min(H, W)``.
+        quantiles (Tensor): Per-image quantile levels in [0, 1], shape (B,).
+
+    Returns:
+        Tensor: Bool masks of shape (B, 1, H, W), True on salient cells.
+    """
+    cells = cell_masks(saliency, grid, quantiles)
+    return upsample_masks(cells, *saliency.shape[1:])
 
 
 def mix_by_masks(inputs: Tensor, targets: Tensor, masks: Tensor,
@@ -241,7 +403,7 @@ def mix_by_masks(inputs: Tensor, targets: Tensor, masks: Tensor,
         tuple[Tensor, Tensor]: Mixed images (B, C, H, W) in ``inputs``' dtype
         and mixed targets (B, K) in ``targets``' dtype.
     """
-    _check_images('inputs', inputs)
+    check_images('inputs', inputs)
     b, _, h, w = inputs.shape
     if (not isinstance(targets, Tensor) or targets.dim() != 2
             or not targets.dtype.is_floating_point):
@@ -286,49 +448,35 @@ def mix_by_masks(inputs: Tensor, targets: Tensor, masks: Tensor,
 
 
 class RMixParams(NamedTuple):
-    """The random parameters of one R-Mix step.
+    """What one R-Mix (or RL-Mix) step drew and decided.
+
+    :func:`sample_rmix_params` fills the first four fields; the augments add
+    the saliency and the cell masks and keep the whole record as
+    ``last_params``. ``mix_by_masks(inputs, scores, upsample_masks(masks, H,
+    W), index, lam)`` reproduces the step's output.
 
     Attributes:
         grid (int): Cells per side of the mixing grid.
-        quantiles (Tensor): Per-image quantile levels, shape (B,), float32.
-        index (Tensor): Partner indices, shape (B,), int64.
+        quantiles (Tensor): Per-image quantile levels, shape (B,), float32
+            (drawn uniformly from the levels by R-Mix, chosen by the agent in
+            RL-Mix).
+        index (Tensor): Partner of each image, shape (B,), int64.
         lam (Tensor): Blend weight, a float32 scalar tensor.
+        saliency (Tensor, optional): Saliency maps of the clean pass
+            (B, h, w), in the images' dtype (float32 for float16), at the clean
+            pass's resolution: the images' (H, W), or
+            ``saliency_size(H, W, saliency_scale)`` when the augment's
+            ``saliency_scale < 1``; ``cell_masks(saliency, grid,
+            quantiles)`` gives ``masks`` at either. Defaults to None.
+        masks (Tensor, optional): Bool cell masks (B, grid, grid), True on
+            the cells kept by each image's quantile. Defaults to None.
     """
     grid: int
     quantiles: Tensor
     index: Tensor
     lam: Tensor
-
-
-def check_grids(grids: Sequence[int]) -> Tuple[int, ...]:
-    """Validate the grid choices; raise ``ValueError`` naming ``grids``."""
-    if isinstance(grids, int):
-        grids = (grids, )
-    grids = tuple(grids)
-    if not grids or any(
-            isinstance(g, bool) or not isinstance(g, int) or g < 1
-            for g in grids):
-        raise ValueError('`grids` must be a non-empty sequence of ints >= 1, '
-                         f'got {grids!r}')
-    return grids
-
-
-def check_quantile_levels(levels: Optional[Sequence[float]]
-                          ) -> Tuple[float, ...]:
-    """Validate quantile levels; ``None`` gives the official ten levels."""
-    if levels is None:
-        return DEFAULT_QUANTILE_LEVELS
-    try:
-        if isinstance(levels, (str, bytes)):
-            raise TypeError
-        levels = tuple(float(q) for q in levels)
-    except (TypeError, ValueError):
-        raise TypeError('`quantile_levels` must be None or a sequence of '
-                        f'numbers in [0, 1], got {levels!r}') from None
-    if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
-        raise ValueError('`quantile_levels` must be a non-empty sequence of '
-                         f'values in [0, 1], got {levels!r}')
-    return levels
+    saliency: Optional[Tensor] = None
+    masks: Optional[Tensor] = None
 
 
 def sample_rmix_params(batch_size: int,
@@ -337,6 +485,7 @@ def sample_rmix_params(batch_size: int,
                        grids: Sequence[int] = (2, 4),
                        quantile_levels: Optional[Sequence[float]] = None,
                        partner: str = 'randperm',
+                       quantiles: Optional[Tensor] = None,
                        generator: Optional[torch.Generator] = None,
                        device: Optional[Union[str, torch.device]] = None
                        ) -> RMixParams:
@@ -362,28 +511,29 @@ def sample_rmix_params(batch_size: int,
             Defaults to None (the official ten levels).
         partner (str): ``'randperm'`` or ``'flip'``. Defaults to
             ``'randperm'``.
+        quantiles (Tensor, optional): Per-image levels (B,) chosen by the
+            caller (RL-Mix's agent); then none is drawn. Defaults to None.
         generator (torch.Generator, optional): CPU generator. Defaults to
             None (the global RNG).
         device (str | torch.device, optional): Where ``quantiles``, ``index``
             and ``lam`` go. Defaults to None (CPU).
 
     Returns:
-        RMixParams: ``(grid, quantiles, index, lam)``.
+        RMixParams: ``(grid, quantiles, index, lam)``; saliency and masks
+        None.
     """
-    if isinstance(batch_size, bool) or not isinstance(
-            batch_size, int) or batch_size < 1:
-        raise ValueError(f'`batch_size` must be an int >= 1, got '
-                         f'{batch_size!r}')
+    check_int('batch_size', batch_size, 1)
     check_positive('alpha', alpha)
     grids = check_grids(grids)
     levels = torch.tensor(check_quantile_levels(quantile_levels),
                           dtype=torch.float32)
-    if partner not in ('randperm', 'flip'):
-        raise ValueError("`partner` must be 'randperm' or 'flip', got "
-                         f'{partner!r}')
+    check_choice('partner', partner, PARTNERS)
     grid = sample_choice(grids, generator=generator)
-    quantiles = levels[torch.randint(len(levels), (batch_size, ),
-                                     generator=generator)]
+    if quantiles is None:
+        quantiles = levels[torch.randint(len(levels), (batch_size, ),
+                                         generator=generator)]
+    else:
+        quantiles = _check_quantiles(quantiles, batch_size).float()
     if partner == 'randperm':
         index = torch.randperm(batch_size, generator=generator)
     else:
