@@ -34,7 +34,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import mixplugins  # noqa: F401
-from mixplugins.engine.exact_resume import (_install_sample_seeds, _seed_all,
+from mixplugins.engine.resume_data import (_install_sample_seeds, _seed_all,
                                             sample_seed)
 
 

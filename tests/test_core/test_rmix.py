@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mixplugins.core import (grid_masks, input_saliency, mix_by_masks,
                              sample_rmix_params, saliency_from_grad)
-from mixplugins.core import rmix as rmix_module
+from mixplugins.core import saliency as saliency_module
 from mixplugins.core.rmix import (DEFAULT_QUANTILE_LEVELS, _rowwise_quantile,
                                   cell_masks, saliency_size)
 
@@ -263,7 +263,7 @@ def test_without_a_loss_scale_the_fp16_case_underflows(monkeypatch):
     cells (the code before issue 12)."""
     model, x, y = _fp16_case()
     ref = input_saliency(model, x, y)
-    monkeypatch.setattr(rmix_module, 'FP16_LOSS_SCALES', (1.0, ))
+    monkeypatch.setattr(saliency_module, 'FP16_LOSS_SCALES', (1.0, ))
     with torch.autocast('cpu', dtype=torch.float16):
         sal = input_saliency(model, x, y)
     assert float((sal == 0).float().mean()) > 0.1

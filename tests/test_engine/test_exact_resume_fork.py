@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip('mmengine')
 
-from mixplugins.engine.exact_resume import (  # noqa: E402
+from mixplugins.engine.resume_data import (  # noqa: E402
     _FastForwardIterator, _iter_loop_resume, _SkipIterThenRestore)
 
 

@@ -304,7 +304,7 @@ def test_checkpoint_entry_and_load_from_is_not_a_resume(tmp_path, png_root):
     cfg = cls_config(png_root, 'RecursiveMix')
     cfg.train_cfg.max_epochs = 1
     _train(cfg, tmp_path / 'a', 'a')
-    from mixplugins.engine.checkpoint import install_patches
+    from mixplugins.engine.patches import install_patches
     install_patches()
     ckpt = torch.load(str(tmp_path / 'a' / 'iter_2.pth'), map_location='cpu')
     entry = ckpt['exact_resume']
