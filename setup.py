@@ -45,8 +45,10 @@ setup(
         'eval': EVAL,
         # torchmetrics and torchattacks: references the tests check the
         # calibration metric and the attacks against
-        'tests': ['pytest>=7', 'pytest-timeout', 'scikit-learn',
-                  'torchmetrics>=1.0', 'torchattacks>=3.5'] + EVAL,
+        'tests': [
+            'pytest>=7', 'pytest-timeout', 'scikit-learn',
+            'torchmetrics>=1.0', 'torchattacks>=3.5'
+        ] + EVAL,
     },
     classifiers=[
         'Programming Language :: Python :: 3',

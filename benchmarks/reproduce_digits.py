@@ -518,12 +518,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table = format_table(summary, proto, data)
     stem = 'reproduce_digits_quick' if args.quick else 'reproduce_digits'
     os.makedirs(args.out_dir, exist_ok=True)
+    minutes = sum(r['train_seconds'] + r['eval_seconds'] for r in runs) / 60
     header = (f'# Multi-seed reproduction on scikit-learn digits'
               f'{" (--quick smoke test, not a result)" if args.quick else ""}'
               '\n\nCommand: `.venv/bin/python benchmarks/reproduce_digits.py'
               f'{" --quick" if args.quick else ""}` ({len(runs)} runs: '
-              f'{sum(r["train_seconds"] + r["eval_seconds"] for r in runs) / 60:.0f}'
-              f' min of training and evaluation, {args.threads} torch '
+              f'{minutes:.0f} min of training and evaluation, '
+              f'{args.threads} torch '
               f'thread(s), {platform.machine()})\n\n')
     with open(osp.join(args.out_dir, f'{stem}.md'), 'w') as f:
         f.write(header + table + '\n')
@@ -555,7 +556,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plot_summary(
         summary, osp.join(args.out_dir, f'{stem}.png'),
         f'digits, {data["num_train"]} training images, '
-        f'{len(proto["seeds"])} seed(s): mean ± std (squares), each seed (dots)')
+        f'{len(proto["seeds"])} seed(s): mean ± std (squares), each seed '
+        '(dots)')
     print('\n' + table, flush=True)
     print(f'\n[reproduce] wrote {osp.join(args.out_dir, stem)}.md/.json/.png '
           f'in {time.perf_counter() - t0:.0f} s', flush=True)

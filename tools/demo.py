@@ -400,7 +400,8 @@ def format_table(results: Dict[str, Dict[str, float]]) -> str:
     accuracy | seconds/iter | ..."""
     lines = [
         '| method | top-1 (%) | ECE (%) | corruption acc. (%) | '
-        'seconds/iter | iters | train seconds |', '|---|---|---|---|---|---|---|'
+        'seconds/iter | iters | train seconds |',
+        '|---|---|---|---|---|---|---|'
     ]
     for name, r in results.items():
         lines.append(f'| {name} | {r["top1"]:.2f} | {r["ece"]:.2f} | '

@@ -679,7 +679,8 @@ def format_markdown(results: Dict[str, Any], title: str = '') -> str:
     clean = results['clean']
     lines += [
         f'{results["num_images"]} test images; accuracies and calibration '
-        'errors in percent.', '', '| clean top-1 | ECE | MCE |', '|---|---|---|',
+        'errors in percent.', '', '| clean top-1 | ECE | MCE |',
+        '|---|---|---|',
         f'| {clean["accuracy"]:.2f} | {clean["ece"]:.2f} | '
         f'{clean["mce"]:.2f} |', ''
     ]
@@ -688,8 +689,8 @@ def format_markdown(results: Dict[str, Any], title: str = '') -> str:
         lines += [
             f'Corruptions (mean over them: '
             f'{results["mean_corruption_accuracy"]:.2f})', '',
-            '| corruption | ' + ' | '.join(f'severity {s}'
-                                          for s in sev) + ' | mean |',
+            '| corruption | ' +
+            ' | '.join(f'severity {s}' for s in sev) + ' | mean |',
             '|---|' + '---|' * (len(sev) + 1)
         ]
         for name, row in results['corruptions'].items():
