@@ -66,7 +66,7 @@ from torch import Tensor, nn
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import mixplugins  # noqa: E402,F401  (registers the augments)
 from _common import default_device, machine_info  # noqa: E402
-from mixplugins.core import rmix as rmix_core  # noqa: E402
+from mixplugins.core import saliency as saliency_core  # noqa: E402
 from mixplugins.core.rmix import (DEFAULT_QUANTILE_LEVELS,  # noqa: E402
                                   cell_masks, input_saliency,
                                   sample_rmix_params)
@@ -146,22 +146,22 @@ def run_fp16(args) -> Dict[str, Any]:
     rows = []
     cases = [
         ('fp16, FP16_LOSS_SCALES (now)', torch.float16,
-         rmix_core.FP16_LOSS_SCALES),
+         saliency_core.FP16_LOSS_SCALES),
         ('fp16, no loss scale (before)', torch.float16, (1.0, )),
         ('fp16, static 1024 (official apex)', torch.float16, (1024.0, )),
         ('bf16 (unscaled)', torch.bfloat16, None),
     ]
-    saved = rmix_core.FP16_LOSS_SCALES
+    saved = saliency_core.FP16_LOSS_SCALES
     for name, dtype, scales in cases:
         if scales is not None:
-            rmix_core.FP16_LOSS_SCALES = scales
+            saliency_core.FP16_LOSS_SCALES = scales
         try:
             start = time.perf_counter()
             with torch.autocast('cpu', dtype=dtype):
                 sal = train_mode_saliency(model, x, y)
             seconds = time.perf_counter() - start
         finally:
-            rmix_core.FP16_LOSS_SCALES = saved
+            saliency_core.FP16_LOSS_SCALES = saved
         agree = cell_agreement(ref, sal)
         rows.append(
             dict(case=name,
