@@ -43,6 +43,30 @@ def _fsync_dir(dirname: str) -> None:
         os.close(fd)
 
 
+def _atomic_write(path: str, mode: str, write: Callable[[Any], Any]) -> None:
+    """Call ``write`` on a new hidden temporary file next to ``path``
+    (opened with ``mode``, ``'x'`` or ``'xb'``), fsync it, rename it onto
+    ``path`` and fsync the directory; remove it if anything fails."""
+    dirname = osp.dirname(osp.abspath(path))
+    os.makedirs(dirname, exist_ok=True)
+    tmp = osp.join(
+        dirname,
+        f'.{osp.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(dirname)
+
+
 def _atomic_torch_save(obj: Any, filename: str) -> None:
     """``torch.save`` ``obj`` to a temporary file, then rename it onto
     ``filename``.
@@ -52,24 +76,7 @@ def _atomic_torch_save(obj: Any, filename: str) -> None:
     file system) and is created with the default permissions. It is removed
     if anything fails, including ``KeyboardInterrupt``.
     """
-    dirname = osp.dirname(osp.abspath(filename))
-    os.makedirs(dirname, exist_ok=True)
-    tmp = osp.join(
-        dirname,
-        f'.{osp.basename(filename)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        with open(tmp, 'xb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(dirname)
+    _atomic_write(filename, 'xb', lambda f: torch.save(obj, f))
 
 
 def _original_save_checkpoint() -> Callable:
@@ -214,25 +221,8 @@ def install_robust_find_latest() -> None:
 
 
 def _write_text_atomically(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, fsync it and
-    rename it onto ``path``."""
-    dirname = osp.dirname(osp.abspath(path))
-    tmp = osp.join(
-        dirname,
-        f'.{osp.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        with open(tmp, 'x') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(dirname)
+    """:func:`_atomic_torch_save`'s temporary-file-and-rename, for text."""
+    _atomic_write(path, 'x', lambda f: f.write(text))
 
 
 class _AtomicTextWriter:
