@@ -98,7 +98,8 @@ class AugmentProbe(Hook):
 
     def _before(self, mod, args):
         self._inputs = args[0].detach().clone()
-        self._hist = getattr(mod, 'hist_inputs', None) is not None
+        history = getattr(mod, 'history', None)
+        self._hist = history is not None and len(history) > 0
 
     def _after(self, mod, args, output):
         self.rec['calls'].append(
@@ -198,7 +199,7 @@ def _train(tmp_path, stock_config: tuple, diff: str, shrink: str,
 def _history(checkpoint) -> dict:
     ckpt = torch.load(str(checkpoint), map_location='cpu', weights_only=False)
     return ckpt['state_dict'][
-        'data_preprocessor.batch_augments.0._extra_state']
+        'data_preprocessor.batch_augments.0.history._extra_state']
 
 
 @pytest.mark.slow
@@ -328,7 +329,7 @@ def test_stock_mmseg_train_resume_is_exact(tmp_path):
     for k, v in full.items():
         if isinstance(v, torch.Tensor):
             assert torch.equal(v, resumed[k]), k
-    hist = 'data_preprocessor.batch_augments.0._extra_state'
+    hist = 'data_preprocessor.batch_augments.0.history._extra_state'
     assert torch.equal(full[hist]['inputs'], resumed[hist]['inputs'])
     assert full[hist]['inputs'].abs().sum() > 0
 
