@@ -70,6 +70,7 @@ from torch import nn
 from ..core.checks import check_bool
 from .resume_data import (PerSampleSeeds, SeededDataset, _FastForwardIterator,
                           _install_sample_seeds, _iter_loop_resume,
+                          _release_loop_iterator,
                           _partial_epoch, get_rng_state, sample_seed,
                           set_rng_state)
 
@@ -283,6 +284,8 @@ class ExactResumeHook(Hook):
         self._install_seeding(runner, loop, loaded if resuming else None)
         upstream_iter_loop = isinstance(loop, IterBasedTrainLoop) and \
             not callable(getattr(loop.dataloader_iterator, 'skip_iter', None))
+        if upstream_iter_loop:
+            _release_loop_iterator(loop)
         if not resuming:
             if upstream_iter_loop and loop.iter == 0:
                 # mmengine created the iterator before the wrappers existed

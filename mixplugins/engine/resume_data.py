@@ -210,6 +210,34 @@ def _set_epoch(loader, epoch: int) -> None:
         sampler.set_epoch(epoch)
 
 
+def _release_loop_iterator(loop) -> None:
+    """Retire the ``dataloader_iterator`` that mmengine 0.10.7's
+    ``IterBasedTrainLoop`` created when it was built, before the hook
+    replaces it.
+
+    That iterator already started the loader (with ``num_workers > 0`` it
+    prefetched batches), and mmengine's ``InfiniteSampler`` keeps *one*
+    index generator (``sampler.indices``) that every ``iter(sampler)``
+    delegates to: the prefetch consumed indices of it, and closing the
+    retired iterator (at garbage collection) closes that shared generator,
+    so every later iterator stops at once. The workers are shut down and
+    the sampler gets a fresh index stream from its seed -- the order an
+    unwrapped run starts with.
+    """
+    old = getattr(getattr(loop, 'dataloader_iterator', None), '_iterator',
+                  None)
+    shutdown = getattr(old, '_shutdown_workers', None)
+    if shutdown is not None:
+        shutdown()
+    loader = loop.dataloader
+    for sampler in (getattr(loader, 'sampler', None),
+                    getattr(getattr(loader, 'batch_sampler', None), 'sampler',
+                            None)):
+        restart = getattr(sampler, '_indices_of_rank', None)
+        if callable(restart) and hasattr(sampler, 'indices'):
+            sampler.indices = restart()
+
+
 class _Started:
     """A one-shot batch sampler that continues an iterator that was already
     advanced (by index only)."""
