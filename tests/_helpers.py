@@ -31,6 +31,9 @@ from mmengine.logging import MessageHub
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData, PixelData
 
+from mixplugins.datasets.synthetic import (SHAPE_CLASSES, make_ade20k_shapes,
+                                           make_coco_shapes)
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NUM_CLASSES = 5
 TINY_RESNET = dict(type='ResNet', depth=18, stem_channels=8, base_channels=8)
@@ -303,6 +306,96 @@ test_pipeline = [
     dict(type='PackSegInputs')
 ]
 '''
+
+
+# ------------------------------------------------ exact-resume configs
+def det_config(tmp_path, num_train=6):
+    """The repository's ATSS RecursiveMix config, shrunk (ResNet-18, 16-ch
+    FPN), on ``num_train`` (6) generated COCO images, batch 2, 2 epochs, no validation, a
+    checkpoint after every iteration (the exact-resume tests)."""
+    info = make_coco_shapes(str(tmp_path / 'coco'), num_train=num_train,
+                            num_val=1)
+    root = info['data_root'] + '/'
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'detection', 'atss_r50_fpn_rm-det_1x_coco.py'))
+    m = cfg.model
+    m.backbone.update(depth=18, init_cfg=None, frozen_stages=-1)
+    m.neck.update(in_channels=[64, 128, 256, 512], out_channels=16)
+    m.bbox_head.update(num_classes=len(SHAPE_CLASSES), in_channels=16,
+                       feat_channels=16, stacked_convs=1,
+                       norm_cfg=dict(type='GN', num_groups=4,
+                                     requires_grad=True))
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale=(96, 64), keep_ratio=True),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackDetInputs')
+    ]
+    cfg.train_dataloader = dict(
+        batch_size=2, num_workers=0, persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=True),
+        batch_sampler=dict(type='AspectRatioBatchSampler'),
+        dataset=dict(type='CocoDataset', data_root=root,
+                     ann_file=info['train_ann'],
+                     data_prefix=dict(img=info['train_img']),
+                     metainfo=dict(classes=tuple(SHAPE_CLASSES)),
+                     filter_cfg=dict(filter_empty_gt=False),
+                     pipeline=pipeline))
+    no_val(cfg)
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=2,
+                         val_interval=10)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=1, by_epoch=False)
+    return cfg
+
+
+def seg_config(tmp_path, augment, num_train=4):
+    """The repository's UPerNet config with ``augment``, shrunk, on
+    ``num_train`` (4) generated ADE20K images, 32 px crops, batch 2, 5 iterations of an
+    ``IterBasedTrainLoop``, a checkpoint after every iteration."""
+    info = make_ade20k_shapes(str(tmp_path / 'ade'), num_train=num_train,
+                              num_val=1,
+                              sizes=((64, 80), (48, 64)))
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'segmentation',
+                 'upernet_r50_rm-seg_512x512_80k_ade20k.py'))
+    crop = (32, 32)
+    m = cfg.model
+    m.pretrained = None
+    m.data_preprocessor.size = crop
+    m.data_preprocessor.batch_augments = [dict(type=augment)]
+    m.backbone.update(depth=18, init_cfg=None)
+    m.decode_head.update(in_channels=[64, 128, 256, 512], channels=16)
+    m.auxiliary_head.update(in_channels=256, channels=8)
+    cfg.train_dataloader.update(batch_size=2, num_workers=0,
+                                persistent_workers=False)
+    cfg.train_dataloader.dataset.data_root = info['data_root']
+    cfg.train_dataloader.dataset.pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='RandomResize', scale=(64, 32), ratio_range=(0.5, 2.0),
+             keep_ratio=True),
+        dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackSegInputs')
+    ]
+    no_val(cfg)
+    # iteration based (as the stock UPerNet schedule): 5 iterations
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=5,
+                         val_interval=100)
+    cfg.param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=1e-4,
+                                begin=0, end=5, by_epoch=False)]
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=1, by_epoch=False)
+    return cfg
+
+
+def no_val(cfg):
+    """No validation or test loop."""
+    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
+    cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
 
 
 # ---------------------------------------------------------------- history
