@@ -115,6 +115,14 @@ class PerSampleSeeds:
         self.batch_sampler = batch_sampler
         self.base_seed = int(base_seed)
         self.rank = rank
+        self._start = 0
+
+    def advance(self, num_samples: int) -> None:
+        """The sampler's index stream was moved ``num_samples`` indices on
+        outside this wrapper (onedl-mmengine's sampler-level
+        ``InfiniteSampler.skip``): the next ``__iter__`` counts the samples,
+        and so the passes over the data, from there."""
+        self._start = int(num_samples)
 
     @property
     def sampler(self):
@@ -132,7 +140,7 @@ class PerSampleSeeds:
             size = max(len(sampler), 1)
         except TypeError:
             size = 1 << 62
-        seen = 0
+        seen, self._start = self._start, 0
         for batch in self.batch_sampler:
             out = []
             for index in batch:
@@ -395,6 +403,13 @@ class _SkipIterThenRestore:
     def _finish(self, num_iters: int) -> None:
         self.loop.dataloader_iterator = self.inner
         self.inner.skip_iter(num_iters)
+        loader = self.loop.dataloader
+        seeds = getattr(loader, 'batch_sampler', None)
+        if num_iters > 0 and isinstance(seeds, PerSampleSeeds) and getattr(
+                self.inner, '_iterator', True) is None:
+            # the fork's fast path moved the sampler (and dropped the
+            # iterator); the slow path went through the wrapper and counted
+            seeds.advance(num_iters * loader.batch_size)
         ensure = getattr(self.inner, '_ensure_iterator', None)
         if ensure is not None:
             ensure()

@@ -68,3 +68,40 @@ def test_upstream_iterator_keeps_its_own_wrapper():
     loop = _Loop(iter(range(10)), 2)
     assert isinstance(_iter_loop_resume(loop, lambda: None),
                       _FastForwardIterator)
+
+
+def test_per_sample_seeds_continue_after_a_sampler_level_skip():
+    """The fork's fast path skips inside ``InfiniteSampler`` (``skip``), not
+    through the per-sample-seed wrapper: after ``advance`` the wrapper pairs
+    every index with the seed of the uninterrupted run, also across the
+    end of a pass over the data (4 images, batch 2: skipping 3 batches
+    crosses it)."""
+    import itertools
+
+    from mmengine.dataset import InfiniteSampler
+    from torch.utils.data import BatchSampler
+
+    from mixplugins.engine.resume_data import PerSampleSeeds
+
+    def batches(skip=0):
+        sampler = InfiniteSampler(list(range(4)), shuffle=True, seed=7)
+        if skip:
+            if hasattr(sampler, 'skip'):  # onedl-mmengine >= 0.10.11
+                sampler.skip(skip)
+            else:  # what that method does
+                sampler.indices = itertools.islice(sampler._indices_of_rank(),
+                                                   skip, None)
+        seeds = PerSampleSeeds(BatchSampler(sampler, 2, False), 0, 0)
+        if skip:
+            seeds.advance(skip)
+        return list(itertools.islice(iter(seeds), 6 - skip // 2))
+
+    full = batches()
+    assert batches(skip=6) == full[3:]
+    # without advance the pass counter restarts and the seeds differ
+    assert len({seed for batch in full for _, seed in batch}) == 12
+    sampler = InfiniteSampler(list(range(4)), shuffle=True, seed=7)
+    sampler.indices = itertools.islice(sampler._indices_of_rank(), 6, None)
+    plain = list(itertools.islice(
+        iter(PerSampleSeeds(BatchSampler(sampler, 2, False), 0, 0)), 3))
+    assert plain != full[3:]
