@@ -118,11 +118,13 @@ class Record(Hook):
     def _history(self, runner):
         """cls: the classifier's; det/seg: the batch augment's."""
         model = self._model(runner)
-        hist = getattr(model, 'rm_history', None)
+        if hasattr(model, 'rm_history'):
+            return model.rm_history
         augments = getattr(model.data_preprocessor, 'batch_augments', None)
-        for aug in augments or []:
-            hist = getattr(aug, 'history', hist)
-        return hist
+        if not isinstance(augments, torch.nn.ModuleList):
+            return None  # mmpretrain's: a RandomBatchAugment or None
+        return next((a.history for a in augments if hasattr(a, 'history')),
+                    None)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
