@@ -115,7 +115,7 @@ if [ "$PROFILE" = full ]; then
   fi
   if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
     if ! ls "$WHEELDIR"/*.whl >/dev/null 2>&1; then
-      log "building $MMCV_DIST $MMCV_VERSION with ops (CPU; mmcv ~11-13 min, onedl-mmcv ~30-50 min on 2 cores), cached in $WHEELDIR"
+      log "building $MMCV_DIST $MMCV_VERSION with ops (CPU; mmcv ~11-13 min, onedl-mmcv ~22 min on 2 cores), cached in $WHEELDIR"
       tmp=$(mktemp -d)
       trap 'rm -rf "$tmp"' EXIT
       "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: \
