@@ -131,20 +131,25 @@ def _build_reference(arch: str, target: str,
     """Build the mmpretrain module that ``state`` must fit.
 
     Only its keys and shapes are needed, so it is built on the ``meta``
-    device (no memory, no initialisation cost) where that works.
+    device (no memory, no initialisation cost) where that works. It is
+    built in the ``mmpretrain`` scope whatever mmengine's current default
+    scope is (a process that ran an mmseg runner before leaves ``mmseg``
+    current, and its registry has no ``ImageClassifier``).
     """
     import mixplugins  # noqa: F401  (registers the CIFAR backbones)
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     if target == 'backbone':
         cfg = backbone_config(arch)
     else:
         num_classes = int(state['head.fc.weight'].shape[0])
         cfg = classifier_config(arch, num_classes)
-    try:
-        with torch.device('meta'):
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        try:
+            with torch.device('meta'):
+                return MODELS.build(cfg)
+        except (RuntimeError, NotImplementedError):
             return MODELS.build(cfg)
-    except (RuntimeError, NotImplementedError):
-        return MODELS.build(cfg)
 
 
 def _plain_meta(meta: Mapping[str, Any]) -> dict:

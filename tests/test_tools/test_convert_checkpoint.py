@@ -68,8 +68,10 @@ def _randomize(model, seed=0):
 
 
 def _build_mmpretrain(cfg):
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    model = MODELS.build(cfg)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg)
     model.eval()  # some backbones' train() returns None
     return model
 
@@ -340,6 +342,25 @@ def test_recursivemix_resnet50_to_classifier_matches_torchvision(tmp_path):
     torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('current_scope', ['mmseg', 'mmdet'])
+def test_converter_verifies_in_mmpretrain_scope(tmp_path, current_scope):
+    """A process that ran an mmseg or mmdet runner before leaves that
+    scope current in mmengine; the converter's check still builds the
+    mmpretrain classifier (it failed with 'ImageClassifier is not in the
+    mmseg::model registry'), and leaves the current scope as it was."""
+    from mmengine.registry import DefaultScope
+    src, dst = tmp_path / 'fold1_best.pth', tmp_path / 'cls.pth'
+    _recursivemix_resnet50_ckpt(_official_resnet50(), src)
+    with DefaultScope.overwrite_default_scope(current_scope):
+        assert _run_convert(src, dst, '--src-format', 'recursivemix',
+                            '--arch', 'resnet50', '--target',
+                            'classifier') == 0
+        assert DefaultScope.get_current_instance().scope_name == \
+            current_scope
+    assert torch.load(dst, map_location='cpu',
+                      weights_only=True)['meta']['arch'] == 'resnet50'
+
+
 @pytest.mark.parametrize('framework', ['mmdet', 'mmseg'])
 def test_rmix_resnet50_backbone_loads_via_init_cfg(tmp_path, framework):
     tv = _official_resnet50(seed=2)
@@ -543,6 +564,7 @@ def test_mixplugins_checkpoint_to_classifier_and_backbone(tmp_path):
 
 
 def test_publish_model_runs_in_mmpretrain_inferencer(tmp_path, capsys):
+    from mmengine.registry import DefaultScope
     from mmpretrain.apis import ImageClassificationInferencer
     model, ckpt = _mixplugins_checkpoint(tmp_path / 'epoch_3.pth')
     assert publish_tool.main([
@@ -575,11 +597,15 @@ def test_publish_model_runs_in_mmpretrain_inferencer(tmp_path, capsys):
                 ]))))
     cfg_path = tmp_path / 'tiny_cls.py'
     cfg.dump(str(cfg_path))
-    inferencer = ImageClassificationInferencer(
-        model=str(cfg_path), pretrained=final, device='cpu')
     img = np.random.default_rng(7).integers(
         0, 256, size=(32, 32, 3), dtype=np.uint8)
-    result = inferencer(img)[0]
+    # mmpretrain's inferencer builds its pipeline in mmengine's current
+    # scope; an earlier test of the session may have left mmseg's current
+    # (a user's fresh process has none), so the scope is set here.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        inferencer = ImageClassificationInferencer(
+            model=str(cfg_path), pretrained=final, device='cpu')
+        result = inferencer(img)[0]
 
     # independent expectation: the trained MixImageClassifier's own logits
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
