@@ -70,7 +70,7 @@ from torch import nn
 from ..core.checks import check_bool
 from .resume_data import (PerSampleSeeds, SeededDataset, _FastForwardIterator,
                           _install_sample_seeds, _iter_loop_resume,
-                          _release_loop_iterator,
+                          _loader_samplers, _release_loop_iterator,
                           _partial_epoch, get_rng_state, sample_seed,
                           set_rng_state)
 
@@ -121,11 +121,7 @@ def _persistent_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
 def _seeded_sampler(loader):
     """The sampler of ``loader`` that has an int ``seed`` (mmengine's
     ``DefaultSampler``, possibly inside a batch sampler), or None."""
-    if loader is None:
-        return None
-    for sampler in (getattr(loader, 'sampler', None),
-                    getattr(getattr(loader, 'batch_sampler', None), 'sampler',
-                            None)):
+    for sampler in _loader_samplers(loader):
         if isinstance(getattr(sampler, 'seed', None), int):
             return sampler
     return None

@@ -207,15 +207,23 @@ def _first_iterator_draws_nothing(loader) -> None:
     loader._get_iterator = get_iterator
 
 
+def _loader_samplers(loader) -> List[Any]:
+    """The index samplers of ``loader``: its ``sampler`` and the
+    ``sampler`` of its batch sampler (mmengine builds either), in that
+    order, those that exist."""
+    candidates = (getattr(loader, 'sampler', None),
+                  getattr(getattr(loader, 'batch_sampler', None), 'sampler',
+                          None))
+    return [s for s in candidates if s is not None]
+
+
 def _set_epoch(loader, epoch: int) -> None:
     """What mmengine's ``_InfiniteDataloaderIterator`` does at the end of
     an epoch."""
-    sampler = getattr(loader, 'sampler', None)
-    if not hasattr(sampler, 'set_epoch'):
-        sampler = getattr(getattr(loader, 'batch_sampler', None), 'sampler',
-                          None)
-    if hasattr(sampler, 'set_epoch'):
-        sampler.set_epoch(epoch)
+    for sampler in _loader_samplers(loader):
+        if hasattr(sampler, 'set_epoch'):
+            sampler.set_epoch(epoch)
+            return
 
 
 def _release_loop_iterator(loop) -> None:
@@ -237,10 +245,7 @@ def _release_loop_iterator(loop) -> None:
     shutdown = getattr(old, '_shutdown_workers', None)
     if shutdown is not None:
         shutdown()
-    loader = loop.dataloader
-    for sampler in (getattr(loader, 'sampler', None),
-                    getattr(getattr(loader, 'batch_sampler', None), 'sampler',
-                            None)):
+    for sampler in _loader_samplers(loop.dataloader):
         restart = getattr(sampler, '_indices_of_rank', None)
         if callable(restart) and hasattr(sampler, 'indices'):
             sampler.indices = restart()
